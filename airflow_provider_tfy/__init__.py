@@ -1,0 +1,20 @@
+"""Apache Airflow provider for the TrueFoundry AI Gateway's fine-tuning API.
+
+This module is imported by Airflow's provider discovery and by DAG files: it must stay free of
+heavy imports (no Airflow, no HTTP clients).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's metadata for Airflow's ``apache_airflow_provider`` entry point."""
+    from airflow_provider_tfy.provider_info import provider_info
+
+    return provider_info()

@@ -1,0 +1,133 @@
+"""The fine-tuning job as the gateway reports it, and the policy that reads its status.
+
+Pure data and pure functions: no I/O, no Airflow imports. The sensor (poke and deferred) and the
+trigger all decide through :func:`job_outcome`, so they can never disagree on what a status means.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class FineTuningJobStatus(enum.StrEnum):
+    """The statuses we know. Members compare equal to their plain strings."""
+
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobOutcome(enum.StrEnum):
+    """What a status means for a task waiting on the job."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    IN_PROGRESS = "in_progress"
+
+
+_TERMINAL = {
+    FineTuningJobStatus.SUCCEEDED: JobOutcome.SUCCEEDED,
+    FineTuningJobStatus.FAILED: JobOutcome.FAILED,
+    FineTuningJobStatus.CANCELLED: JobOutcome.CANCELLED,
+}
+_KNOWN = frozenset(FineTuningJobStatus)
+_warned_unknown: set[str] = set()
+
+
+def status_outcome(status: str) -> JobOutcome:
+    """Map a status to an outcome.
+
+    Only ``succeeded`` opens the gate and only ``failed``/``cancelled`` close it; anything else,
+    including a status the gateway adds later, keeps waiting. Treating an unknown status as done
+    would let a pipeline deploy a model that does not exist yet. An unknown value is logged once
+    per process at WARNING, so a new gateway status is noticed without flooding the log.
+    """
+    if status not in _KNOWN and status not in _warned_unknown:
+        _warned_unknown.add(status)
+        log.warning(
+            "The gateway reported fine-tuning status %r, which this provider does not know; "
+            "treating it as in progress. Upgrade airflow-provider-tfy if it is a terminal status.",
+            status,
+        )
+    return _TERMINAL.get(status, JobOutcome.IN_PROGRESS)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class FineTuningJobError:
+    """The gateway's reason for a failed job (OpenAI's ``error`` object)."""
+
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+
+    def describe(self) -> str:
+        """Return ``code: message`` with whichever parts the gateway sent."""
+        parts = (self.code, self.message.rstrip(". ") if self.message else None)
+        return ": ".join(part for part in parts if part) or "no reason given"
+
+
+@dataclass(frozen=True)
+class FineTuningJob:
+    """A fine-tuning job: every field of TrueFoundry's retrieve response.
+
+    Timestamps are Unix seconds (a gateway that sends milliseconds is normalised). ``raw`` is the
+    JSON object exactly as received, and is what :meth:`to_xcom` hands to downstream tasks.
+    """
+
+    id: str
+    status: str
+    object: str | None = None
+    model: str | None = None
+    created_at: int | None = None
+    finished_at: int | None = None
+    fine_tuned_model: str | None = None
+    organization_id: str | None = None
+    result_files: list[str] = field(default_factory=list)
+    validation_file: str | None = None
+    training_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    trained_tokens: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    seed: int | None = None
+    estimated_finish: int | None = None
+    method: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    error: FineTuningJobError | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def outcome(self) -> JobOutcome:
+        """What this job's status means for a waiting task."""
+        return status_outcome(self.status)
+
+    def to_xcom(self) -> dict[str, Any]:
+        """Return the job as a JSON-safe dict: the gateway's JSON, with timestamps in seconds."""
+        data = dict(self.raw)
+        for name in _TIMESTAMP_FIELDS:
+            if data.get(name) is not None:
+                data[name] = getattr(self, name)
+        return data
+
+    def progress_summary(self) -> str:
+        """A short human line: status plus trained tokens and ETA when known."""
+        parts = [f"status={self.status}"]
+        if self.trained_tokens is not None:
+            parts.append(f"trained_tokens={self.trained_tokens}")
+        if self.estimated_finish is not None:
+            parts.append(f"estimated_finish={self.estimated_finish}")
+        if self.fine_tuned_model:
+            parts.append(f"fine_tuned_model={self.fine_tuned_model}")
+        return ", ".join(parts)
+
+
+_TIMESTAMP_FIELDS = ("created_at", "finished_at", "estimated_finish")

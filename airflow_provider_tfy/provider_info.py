@@ -1,0 +1,152 @@
+"""The provider's metadata: what Airflow's provider manager and Connections UI read.
+
+On Airflow 3.2+ the Connections form is rendered only from ``conn-fields`` and
+``ui-field-behaviour`` below; the hook's Python form methods serve older versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_tfy import __version__
+
+CONN_TYPE = "truefoundry"
+HOOK_NAME = "TrueFoundry AI Gateway"
+HOOK_CLASS = "airflow_provider_tfy.hooks.truefoundry.TrueFoundryHook"
+
+HOST_LABEL = "Gateway base URL"
+PASSWORD_LABEL = "API key"
+HOST_PLACEHOLDER = "https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
+PASSWORD_PLACEHOLDER = "TrueFoundry personal access token or virtual-account token"
+
+# One source for the extra fields: the declarative form (Airflow 3.2+) and the wtforms widgets
+# (Airflow 2.11-3.1) are both derived from it, so the two UIs can never disagree.
+EXTRA_FIELDS: dict[str, dict[str, Any]] = {
+    "provider_name": {
+        "label": "Provider account",
+        "description": (
+            "Default x-tfy-provider-name header: the name of your provider-account integration in "
+            "TrueFoundry (for example openai-main), not the vendor's name. Needed when the gateway "
+            "cannot tell which account a job belongs to."
+        ),
+        "type": "string",
+        "placeholder": "openai-main",
+    },
+    "provider_model": {
+        "label": "Provider model",
+        "description": (
+            "Default x-tfy-provider-model header: the provider's base model id. Vertex AI jobs need "
+            "it (for example gemini-2.0-flash-001); leave empty for OpenAI."
+        ),
+        "type": "string",
+        "placeholder": "gemini-2.0-flash-001",
+    },
+    "vertex_storage_bucket_name": {
+        "label": "Vertex storage bucket",
+        "description": (
+            "Default x-tfy-vertex-storage-bucket-name header: the GCS bucket holding tuning data and "
+            "outputs. Only for Vertex AI jobs; leave empty otherwise."
+        ),
+        "type": "string",
+        "placeholder": "my-tuning-bucket",
+    },
+    "file_purpose": {
+        "label": "File purpose",
+        "description": "Default x-tfy-file-purpose header, for example fine-tune. Usually left empty.",
+        "type": "string",
+        "placeholder": "fine-tune",
+    },
+    "metadata": {
+        "label": "Request metadata (JSON)",
+        "description": (
+            "Default x-tfy-metadata header: a JSON object of string keys to string values, e.g. "
+            '{"team": "ml-platform"}. The gateway uses it for routing, rate-limit and budget rules '
+            "and metrics filters."
+        ),
+        "type": "object",
+        "placeholder": '{"team": "ml-platform"}',
+    },
+    "timeout": {
+        "label": "Request timeout (seconds)",
+        "description": "Seconds to wait for each HTTP request before it counts as failed. Default 30.",
+        "type": "number",
+        "minimum": 0.1,
+        "placeholder": "30",
+    },
+}
+
+
+def _conn_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, spec in EXTRA_FIELDS.items():
+        schema: dict[str, Any] = {"type": ["null", spec["type"]]}
+        if "minimum" in spec:
+            schema["exclusiveMinimum"] = 0
+        fields[name] = {"label": spec["label"], "description": spec["description"], "schema": schema}
+    return fields
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """Hide the unused standard fields and relabel host and password (the hook's snake_case form)."""
+    return {
+        "hidden_fields": ["login", "port", "schema"],
+        "relabeling": {"host": HOST_LABEL, "password": PASSWORD_LABEL},
+        "placeholders": {
+            "host": HOST_PLACEHOLDER,
+            "password": PASSWORD_PLACEHOLDER,
+            **{name: spec["placeholder"] for name, spec in EXTRA_FIELDS.items()},
+        },
+    }
+
+
+def _declarative_field_behaviour() -> dict[str, Any]:
+    # provider info spells the keys in kebab-case; the hook method in snake_case.
+    behaviour = ui_field_behaviour()
+    return {
+        "hidden-fields": behaviour["hidden_fields"],
+        **{k: behaviour[k] for k in ("relabeling", "placeholders")},
+    }
+
+
+def provider_info() -> dict[str, Any]:
+    """Build the dict that ``get_provider_info()`` returns."""
+    return {
+        "package-name": "airflow-provider-tfy",
+        "name": "TrueFoundry",
+        "description": "Wait on TrueFoundry AI Gateway fine-tuning jobs from Airflow.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "TrueFoundry AI Gateway",
+                "external-doc-url": "https://docs.truefoundry.com/gateway",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "TrueFoundry AI Gateway",
+                "python-modules": ["airflow_provider_tfy.hooks.truefoundry"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "TrueFoundry AI Gateway",
+                "python-modules": ["airflow_provider_tfy.sensors.fine_tuning"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "TrueFoundry AI Gateway",
+                "python-modules": ["airflow_provider_tfy.triggers.fine_tuning"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": HOOK_CLASS,
+                "hook-name": HOOK_NAME,
+                "ui-field-behaviour": _declarative_field_behaviour(),
+                "conn-fields": _conn_fields(),
+            }
+        ],
+    }

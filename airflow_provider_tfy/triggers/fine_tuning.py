@@ -1,0 +1,243 @@
+"""The deferred wait: polls the gateway from the triggerer's event loop with httpx.
+
+It shares every decision with the hook through :mod:`..protocol` (request, classification,
+retry waits, parsing) and with the sensor through :mod:`..events`; here only bytes move.
+Nothing in ``run()`` blocks the loop: the connection is read with the async accessors, and the
+one blocking step (building a TLS context) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_tfy import events, protocol
+from airflow_provider_tfy.exceptions import TrueFoundryError
+from airflow_provider_tfy.models import JobOutcome
+
+
+class TrueFoundryFineTuningJobTrigger(BaseTrigger):
+    """Poll a fine-tuning job until it ends or the deadline passes; yield exactly one event.
+
+    Holds only primitives (never the key): the connection is read inside ``run()``.
+
+    :param job_id: the fine-tuning job id.
+    :param truefoundry_conn_id: the TrueFoundry connection.
+    :param poll_interval: seconds between polls.
+    :param deadline: wall-clock time (``time.time()``) at which to give up. Wall clock on purpose:
+        the trigger may resume in another triggerer process, where a monotonic clock means nothing.
+    :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
+    :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
+    :param last_status: the status the sensor saw last, so only changes are logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        truefoundry_conn_id: str = "truefoundry_default",
+        poll_interval: float = 60.0,
+        deadline: float,
+        hook_params: dict[str, Any] | None = None,
+        provider_name: str | None = None,
+        provider_model: str | None = None,
+        vertex_storage_bucket_name: str | None = None,
+        file_purpose: str | None = None,
+        metadata: dict[str, str] | None = None,
+        last_status: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.truefoundry_conn_id = truefoundry_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline)
+        self.hook_params = dict(hook_params or {})
+        self.provider_name = provider_name
+        self.provider_model = provider_model
+        self.vertex_storage_bucket_name = vertex_storage_bucket_name
+        self.file_purpose = file_purpose
+        self.metadata = dict(metadata) if metadata else None
+        self.last_status = last_status
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and primitive kwargs; the deadline is absolute, so it survives a restart."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "truefoundry_conn_id": self.truefoundry_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "hook_params": self.hook_params,
+                "provider_name": self.provider_name,
+                "provider_model": self.provider_model,
+                "vertex_storage_bucket_name": self.vertex_storage_bucket_name,
+                "file_purpose": self.file_purpose,
+                "metadata": self.metadata,
+                "last_status": self.last_status,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the job ends (one event), an unrecoverable error, or the deadline."""
+        try:
+            config = await self._config()
+            policy = protocol.RetryPolicy.from_params(
+                max_retries=self.hook_params.get("max_retries"),
+                retry_delay=self.hook_params.get("retry_delay"),
+            )
+            overrides = protocol.header_options(
+                provider_name=self.provider_name,
+                provider_model=self.provider_model,
+                vertex_storage_bucket_name=self.vertex_storage_bucket_name,
+                file_purpose=self.file_purpose,
+                metadata=self.metadata,
+            )
+            request = protocol.job_request(config, self.job_id, overrides)
+        except TrueFoundryError as err:
+            yield TriggerEvent(events.error_event(self.job_id, err))
+            return
+
+        failures = 0
+        async with shared_clients.client(config) as client:
+            while True:
+                try:
+                    answer = await send(client, request)
+                    job = protocol.read_job_response(config, request, *answer, job_id=self.job_id)
+                except TrueFoundryError as err:
+                    if not err.retryable:
+                        yield TriggerEvent(events.error_event(self.job_id, err))
+                        return
+                    failures += 1
+                    wait = policy.wait_after_failure(failures, err, self.poll_interval)
+                    self.log.warning(
+                        "Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait
+                    )
+                else:
+                    failures = 0
+                    if job.status != self.last_status:
+                        self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
+                        self.last_status = job.status
+                    if job.outcome is not JobOutcome.IN_PROGRESS:
+                        yield TriggerEvent(events.job_event(job))
+                        return
+                    wait = self.poll_interval
+                remaining = self.deadline - time.time()
+                if remaining <= 0:
+                    yield TriggerEvent(
+                        events.timeout_event(
+                            self.job_id,
+                            f"Fine-tuning job {self.job_id!r} did not finish before the sensor's timeout "
+                            f"(last status: {self.last_status or 'unknown'}).",
+                        )
+                    )
+                    return
+                # Never sleep past the deadline: the last poll happens at it, not after it.
+                await asyncio.sleep(min(wait, remaining))
+
+    async def _config(self) -> protocol.GatewayConfig:
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+        conn = await get_async_connection(self.truefoundry_conn_id)
+        return protocol.gateway_config(
+            self.truefoundry_conn_id,
+            host=conn.host,
+            password=conn.password,
+            extra=await get_async_extra_dejson(conn),
+            timeout=self.hook_params.get("timeout"),
+        )
+
+
+async def send(client: httpx.AsyncClient, request: protocol.Request) -> tuple[int, dict[str, str], bytes]:
+    """Send one request; map transport failures to the protocol's retryable error."""
+    try:
+        response = await client.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            timeout=httpx.Timeout(
+                connect=request.connect_timeout,
+                read=request.read_timeout,
+                write=request.read_timeout,
+                # Waiting for a pooled connection is queueing, not a network hang.
+                pool=None,
+            ),
+        )
+    except httpx.TimeoutException as err:
+        raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
+    except httpx.TransportError as err:
+        raise protocol.transport_error(request, f"{type(err).__name__}: {err}"[:200]) from None
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+
+
+@dataclass
+class _Pool:
+    client: asyncio.Future[httpx.AsyncClient]
+    users: int = 0
+
+
+class SharedClients:
+    """One httpx client per gateway origin and TLS setting, shared by the triggers of a loop.
+
+    A thousand waits on one gateway then share a few keep-alive connections instead of opening a
+    thousand TLS sessions. The key is a per-request header, never connection state, so sharing
+    cannot mix up credentials. A pool closes when its last trigger finishes.
+    """
+
+    max_connections = 256
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], _Pool]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @contextlib.asynccontextmanager
+    async def client(self, config: protocol.GatewayConfig) -> AsyncIterator[httpx.AsyncClient]:
+        """Borrow the loop's client for ``config``'s gateway for the duration of a wait."""
+        loop = asyncio.get_running_loop()
+        pools = self._pools.setdefault(loop, {})
+        key = (config.origin, repr(config.verify))
+        pool = pools.get(key)
+        if pool is None:
+            # Building the TLS context reads CA files from disk: do it off the loop, once.
+            pool = pools[key] = _Pool(asyncio.ensure_future(asyncio.to_thread(self._factory(config))))
+        pool.users += 1
+        try:
+            yield await asyncio.shield(pool.client)
+        finally:
+            pool.users -= 1
+            if pool.users == 0 and pools.get(key) is pool:
+                del pools[key]
+                if pool.client.done() and not pool.client.cancelled() and not pool.client.exception():
+                    await pool.client.result().aclose()
+
+    def _factory(self, config: protocol.GatewayConfig) -> Callable[[], httpx.AsyncClient]:
+        verify = config.verify
+
+        def make() -> httpx.AsyncClient:
+            context: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+            )
+            if context is True:
+                context = ssl.create_default_context()
+            return httpx.AsyncClient(
+                verify=context,
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+                ),
+            )
+
+        return make
+
+
+shared_clients = SharedClients()
