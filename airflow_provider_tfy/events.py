@@ -51,7 +51,7 @@ def error_event(job_id: str, error: TrueFoundryError) -> dict[str, Any]:
         "job_id": job_id,
         "kind": kind,
         "message": str(error),
-        "status_code": getattr(error, "status_code", None),
+        "status_code": error.status_code if isinstance(error, TrueFoundryAPIError) else None,
     }
 
 

@@ -119,7 +119,8 @@ def header_options(
         ("vertex_storage_bucket_name", vertex_storage_bucket_name),
         ("file_purpose", file_purpose),
     ):
-        if value is None or value == "":
+        value = _unset_as(value, None)
+        if value is None:
             continue
         if not isinstance(value, str):
             raise TrueFoundryConfigError(
@@ -234,7 +235,7 @@ def gateway_config(
             source=f"{where} extra",
         ),
         timeout=positive_number(
-            timeout if timeout is not None else extra.get("timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
+            timeout if timeout is not None else _unset_as(extra.get("timeout"), DEFAULT_TIMEOUT),
             "timeout",
             where,
         ),
@@ -249,39 +250,44 @@ def normalize_base_url(host: str | None, *, where: str, allow_insecure_http: boo
     simulator, a local port-forward) unless the connection's extra sets ``allow_insecure_http``.
     """
     example = "e.g. https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
+    # Messages below never echo the URL: a mistyped one may carry a token in its user info or query.
     if not host or not host.strip():
         raise TrueFoundryConfigError(f"{where} has no host: set it to the gateway base URL, {example}.")
     url = host.strip()
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
-        raise TrueFoundryConfigError(f"{where}: the gateway base URL contains spaces; {example}.")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise TrueFoundryConfigError(
+            f"{where}: the gateway base URL contains spaces or control characters; {example}."
+        )
     if "://" not in url:
         raise TrueFoundryConfigError(
-            f"{where}: the gateway base URL {url!r} has no scheme; write it in full, {example}."
+            f"{where}: the gateway base URL has no scheme; write it in full, {example}."
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise TrueFoundryConfigError(
+            f"{where}: the gateway base URL is not a valid URL (bad port or address); {example}."
+        ) from None
     if parts.username is not None or parts.password is not None:
-        # Never echo the URL: the credentials in it would land in a log.
         raise TrueFoundryConfigError(
             f"{where}: the gateway base URL contains credentials (user:password@); remove them "
             "and put the API key in the connection's password."
         )
     if parts.scheme not in ("http", "https"):
         raise TrueFoundryConfigError(
-            f"{where}: the gateway base URL must start with https:// (got {parts.scheme}://); {example}."
+            f"{where}: the gateway base URL must start with https:// (got {parts.scheme[:10]}://); {example}."
         )
-    if not parts.hostname:
-        raise TrueFoundryConfigError(f"{where}: the gateway base URL {url!r} has no host name; {example}.")
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        raise TrueFoundryConfigError(f"{where}: the gateway base URL {url!r} has an invalid port.") from None
+    if not hostname:
+        raise TrueFoundryConfigError(f"{where}: the gateway base URL has no host name; {example}.")
     if parts.query or parts.fragment:
         raise TrueFoundryConfigError(
-            f"{where}: the gateway base URL {url!r} must not have a query or fragment; {example}."
+            f"{where}: the gateway base URL must not have a query (?...) or fragment (#...); {example}."
         )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(hostname):
         raise TrueFoundryConfigError(
-            f"{where}: plain http would send the API key unencrypted to {parts.hostname}; use https, "
+            f"{where}: plain http would send the API key unencrypted to {hostname}; use https, "
             'or set "allow_insecure_http": true in the extra if the network is trusted.'
         )
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
@@ -299,18 +305,21 @@ def _is_loopback(hostname: str) -> bool:
 def positive_number(value: Any, name: str, where: str) -> float:
     """Read a positive, finite number (int, float or numeric text)."""
     number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             number = None
     if number is None or not math.isfinite(number) or number <= 0:
         raise TrueFoundryConfigError(
             f"{where}: {name!r} must be a positive number of seconds, got {value!r}."
         )
     return number
+
+
+def _unset_as(value: Any, default: Any) -> Any:
+    """A connection form stores a cleared field as None or blank text: both mean the default."""
+    return default if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
 def _flag(value: Any, name: str, where: str) -> bool:
@@ -325,9 +334,10 @@ def _flag(value: Any, name: str, where: str) -> bool:
 
 def _verify(value: Any, where: str) -> bool | str:
     """TLS verification: on by default; a CA bundle path; or explicitly off (with a warning)."""
+    value = _unset_as(value, True)
     if isinstance(value, str) and value.strip().lower() not in _TRUE | _FALSE:
         return value.strip()
-    verify = _flag(value, "verify", where) if value not in (None, "") else True
+    verify = _flag(value, "verify", where)
     if not verify:
         log.warning(
             "%s turns TLS certificate verification off: the API key could be read by anyone able to "
@@ -426,9 +436,10 @@ def _user_agent() -> str:
 def excerpt(body: bytes | str, secret: str | None = None, limit: int = BODY_EXCERPT_CHARS) -> str:
     """A short, single-line, key-free excerpt of a response body for messages and logs."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = re.sub(r"\s+", " ", text[: limit * 4]).strip()
+    # Redact the whole body before cutting, so no part of a key can survive at the cut.
     if secret:
         text = text.replace(secret, "***")
+    text = re.sub(r"\s+", " ", text[: limit * 4]).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -456,7 +467,7 @@ def _error_message(body: bytes) -> str | None:
     """The gateway's own error text, from an OpenAI-style ``{"error": {"message": ...}}`` body."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
         error = data.get("error", data)
@@ -537,7 +548,7 @@ def read_job_response(
     check_status(config, request, status, headers, body, job_id=job_id, now=now)
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TrueFoundryResponseError(
             f"The gateway answered {request.target} with HTTP {status} but the body is not JSON "
             f"(cut off, or a proxy's page?): {excerpt(body, config.api_key, 120)!r}. Retrying may help.",

@@ -18,7 +18,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
 

@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job_id, statuses in jobs:
             print(f"Job: {job_id} ({' -> '.join(statuses)})")
         print(f"export AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT={shlex.quote(connection)}")
+        print(f"Script more jobs: POST {simulator.url}/__simulator__/jobs (same bearer key)")
         print("Press Ctrl+C to stop.", flush=True)
         # A timed wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["DEFAULT_MODEL", "KNOWN_STATUSES", "TERMINAL_STATUSES", "ScriptedJob", "new_job_id"]
@@ -54,7 +54,7 @@ class ScriptedJob:
         trained_tokens: int | None = None,
         metadata: Mapping[str, str] | None = None,
         extra_fields: Mapping[str, Any] | None = None,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not job_id:
             raise ValueError("job_id must be a non-empty string")

@@ -149,11 +149,6 @@ class HttpServer:
             raise RuntimeError("simulator thread did not stop in time")
         self._thread = None
 
-    def call_soon(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the server's event loop thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(callback)
-
     def _run(self) -> None:
         # asyncio.run also cancels stragglers (e.g. a connection accepted during shutdown).
         try:

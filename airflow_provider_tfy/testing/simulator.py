@@ -76,6 +76,14 @@ class GatewaySimulator:
     progression (inject a fake one for deterministic tests). At most ``max_records`` requests
     are kept in :attr:`requests`.
 
+    ``host`` should be an IP literal: a name such as ``localhost`` may bind several sockets.
+    Requests are answered in this order: a global outage (before authentication), then 401 for
+    a missing/wrong key, then the job's queued faults, then the scripted answer. HEAD is
+    answered exactly like GET minus the body (it consumes faults and counts as a poll).
+    An admin surface under ``{url}/__simulator__/`` (same bearer key) lets another process
+    script jobs: ``POST jobs``, ``POST faults``, ``POST outage``, ``POST reset`` and
+    ``GET requests?job_id=...``.
+
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
@@ -175,10 +183,38 @@ class GatewaySimulator:
             faults=faults,
         )
 
-    def set_job(self, job_id: str, **kwargs: Any) -> ScriptedJob:
-        """Like :meth:`add_job` but replaces an existing job of that id (restarting its script)."""
-        faults = kwargs.pop("faults", ())
-        return self._put_job(job_id, replace=True, faults=faults, **kwargs)
+    def set_job(
+        self,
+        job_id: str,
+        statuses: Sequence[str] = ("queued", "running", "succeeded"),
+        polls_per_status: int = 1,
+        seconds_per_status: float | None = None,
+        error: Mapping[str, Any] | None = None,
+        fine_tuned_model: str | None = None,
+        model: str = DEFAULT_MODEL,
+        trained_tokens: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
+        faults: Iterable[Fault] = (),
+    ) -> ScriptedJob:
+        """Like :meth:`add_job` but replaces any job of that id, restarting its script.
+
+        Faults already queued for the id are kept; ``faults`` are appended to them.
+        """
+        return self._put_job(
+            job_id,
+            replace=True,
+            statuses=statuses,
+            polls_per_status=polls_per_status,
+            seconds_per_status=seconds_per_status,
+            error=error,
+            fine_tuned_model=fine_tuned_model,
+            model=model,
+            trained_tokens=trained_tokens,
+            metadata=metadata,
+            extra_fields=extra_fields,
+            faults=faults,
+        )
 
     def _put_job(
         self, job_id: str | None, *, replace: bool, faults: Iterable[Fault], **kwargs: Any
@@ -278,10 +314,10 @@ class GatewaySimulator:
             await asyncio.sleep(self.latency)
         authorised = self._authorised(request.headers)
         job_id = arg if route == "job" else None
-        with self._lock:
-            if job_id is not None and request.method in ("GET", "HEAD"):
+        if job_id is not None and request.method in ("GET", "HEAD"):
+            with self._lock:
                 self._counts[job_id] = self._counts.get(job_id, 0) + 1
-            outage = self._active_outage()
+        outage = self._active_outage()
 
         if outage is not None and route in ("job", "list"):
             response = await self._apply_fault(outage, lambda: self._answer(route, job_id, request), job_id)
@@ -331,6 +367,7 @@ class GatewaySimulator:
         return Response(401, body, _JSON, [("WWW-Authenticate", 'Bearer realm="truefoundry"')])
 
     def _active_outage(self) -> Fault | None:
+        # Called without the lock held: until() is user code and may call back into the simulator.
         outage = self._outage
         if outage is None:
             return None
@@ -341,10 +378,12 @@ class GatewaySimulator:
             except Exception:
                 logger.exception("outage until() callback failed; ending the outage")
                 over = True
-        if over:
-            self._outage = None
-            return None
-        return outage.fault
+        if not over:
+            return outage.fault
+        with self._lock:
+            if self._outage is outage:  # unless a new outage was started meanwhile
+                self._outage = None
+        return None
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
         with self._lock:

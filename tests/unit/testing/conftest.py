@@ -3,59 +3,24 @@
 from __future__ import annotations
 
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
 
 import pytest
 import requests
 
-# tests/ holds shared helpers such as spec_schema.py but is not a package.
-_TESTS_DIR = str(Path(__file__).resolve().parents[2])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+# Shared helpers live in tests/ (spec_schema.py) and next to this file; neither is a package.
+for _path in (Path(__file__).resolve().parents[2], Path(__file__).resolve().parent):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from jsonschema import Draft202012Validator  # noqa: E402
+from simulator_support import API_KEY, FakeClock, JobUrl  # noqa: E402
+from simulator_support import job_url as _job_url  # noqa: E402
 from spec_schema import load_job_schema  # noqa: E402
 
 from airflow_provider_tfy.testing import GatewaySimulator  # noqa: E402
-
-API_KEY = "tfy-sim-key"
-
-
-class FakeClock:
-    """A settable clock for deterministic time-based progression and outages."""
-
-    def __init__(self, start: float = 1_750_000_000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-def _job_url(sim: GatewaySimulator, job_id: str) -> str:
-    return f"{sim.url}/fine_tuning/jobs/{quote(job_id, safe='')}"
-
-
-@pytest.fixture
-def job_url() -> Callable[[GatewaySimulator, str], str]:
-    """Builds the retrieve URL for a job id, percent-encoding every reserved character."""
-    return _job_url
-
-
-@pytest.fixture(scope="session")
-def job_validator() -> Draft202012Validator:
-    """Validates bodies against the spec's 200 schema (nullable converted to type unions)."""
-    schema = load_job_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
 
 
 @pytest.fixture
@@ -76,15 +41,30 @@ def clocked_sim(clock: FakeClock) -> Iterator[GatewaySimulator]:
 
 
 @pytest.fixture
-def http() -> Iterator[requests.Session]:
-    """A keep-alive session that sends the right key and never hangs a test."""
-    with requests.Session() as session:
-        session.headers["Authorization"] = f"Bearer {API_KEY}"
-        original = session.request
+def job_url() -> JobUrl:
+    """Builds the retrieve URL for a job id, percent-encoding every reserved character."""
+    return _job_url
 
-        def request_with_timeout(*args: object, **kwargs: object) -> requests.Response:
-            kwargs.setdefault("timeout", 10)
-            return original(*args, **kwargs)  # type: ignore[arg-type]
 
-        session.request = request_with_timeout  # type: ignore[method-assign]
-        yield session
+@pytest.fixture(scope="session")
+def job_validator() -> Draft202012Validator:
+    """Validates bodies against the spec's 200 schema (nullable converted to type unions)."""
+    schema = load_job_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+class _Session(requests.Session):
+    """Sends the right key and applies a default timeout, so no test can hang on a socket."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return super().request(*args, **kwargs)
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    """A keep-alive ``requests`` session authenticated with the simulator's key."""
+    with _Session() as client:
+        client.headers["Authorization"] = f"Bearer {API_KEY}"
+        yield client

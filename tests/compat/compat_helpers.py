@@ -1,0 +1,152 @@
+"""Helpers of the cross-version smoke suite (``tests/compat``), shared by its test modules.
+
+Where Airflow itself differs between versions (reading XCom, the CLI's output), the difference is
+handled here, in the tests, never by weakening an assertion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_DAG_FILE = ROOT / "example_dags" / "example_truefoundry_fine_tuning.py"
+PACKAGE_DIR = Path(importlib.util.find_spec("airflow_provider_tfy").origin).parent  # type: ignore[arg-type,union-attr]
+
+AIRFLOW_VERSION = Version(Version(importlib.metadata.version("apache-airflow")).base_version)
+AIRFLOW_3 = AIRFLOW_VERSION >= Version("3.0")
+
+only_airflow_2 = pytest.mark.skipif(AIRFLOW_3, reason="Airflow 2's Flask UI only")
+only_airflow_3 = pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3's FastAPI UI only")
+
+_module_counter = itertools.count()
+
+
+def airflow_cli(*args: str, timeout: float = 180) -> str:
+    """Run the running environment's ``airflow`` CLI and return its stdout (fail on non-zero)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"airflow {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+def airflow_cli_json(*args: str) -> Any:
+    """Run an ``airflow ... -o json`` command and parse its output.
+
+    Some versions print a stray line (a first-run notice, a warning) before the JSON document.
+    """
+    out = airflow_cli(*args, "--output", "json")
+    try:
+        return json.loads(out)
+    except ValueError:
+        start = min((i for i in (out.find("["), out.find("{")) if i >= 0), default=-1)
+        if start < 0:
+            pytest.fail(f"airflow {' '.join(args)} printed no JSON:\n{out[-3000:]}")
+        return json.loads(out[start:])
+
+
+def plain(value: Any) -> Any:
+    """An Airflow state enum as its plain string (they are ``str`` enums on every version)."""
+    return getattr(value, "value", value)
+
+
+def load_example_dags(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a fresh copy of the example DAG file, polling fast and giving up after a minute.
+
+    A fresh module per test, so a test may change a task (e.g. its retries) without touching
+    the others.
+    """
+    monkeypatch.setenv("TFY_EXAMPLE_POKE_INTERVAL", "0.2")
+    monkeypatch.setenv("TFY_EXAMPLE_TIMEOUT", "60")
+    name = f"tfy_compat_example_dags_{next(_module_counter)}"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE_DAG_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def task_states(run: Any) -> dict[str, tuple[str | None, int]]:
+    """``{task_id: (state, try_number)}`` of a finished ``dag.test()`` run."""
+    return {ti.task_id: (plain(ti.state), ti.try_number) for ti in run.get_task_instances()}
+
+
+def xcom_return_value(run: Any, task_id: str) -> Any:
+    """A task's return value in a ``dag.test()`` run, read the way the running version stores it."""
+    if AIRFLOW_3:
+        # Airflow 3 keeps JSON in ``XComModel``; the SDK's XCom API only works inside a task.
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            row = session.scalars(
+                XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value")
+            ).first()
+            return None if row is None else XComModel.deserialize_value(row)
+    from airflow.models.xcom import XCom
+
+    return XCom.get_one(run_id=run.run_id, dag_id=run.dag_id, task_id=task_id, key="return_value")
+
+
+_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+@contextlib.contextmanager
+def collect_provider_warnings() -> Iterator[list[str]]:
+    """Collect the deprecation warnings that our own code causes while the ``with`` body runs.
+
+    A warning counts as ours when one of the frames that led to it is in the provider package or
+    the example DAG file, or when its text names the package: a deprecated Airflow path imported
+    through a compat layer warns from the layer's file, not ours, so the file a warning names is
+    not enough. Warnings Airflow raises for its own reasons (no frame of ours) pass through to
+    the usual handling.
+    """
+    found: list[str] = []
+    with warnings.catch_warnings():
+        for category in _CATEGORIES:
+            warnings.simplefilter("always", category)
+        previous = warnings.showwarning
+
+        def showwarning(message: Any, category: type[Warning], filename: str, lineno: int, *a: Any) -> None:
+            if issubclass(category, _CATEGORIES) and _caused_by_us(str(message)):
+                found.append(f"{category.__name__} at {filename}:{lineno}: {message}")
+            else:
+                previous(message, category, filename, lineno, *a)
+
+        warnings.showwarning = showwarning
+        yield found
+
+
+def _caused_by_us(message: str) -> bool:
+    if "airflow_provider_tfy" in message:
+        return True
+    ours = (str(PACKAGE_DIR) + os.sep, str(EXAMPLE_DAG_FILE))
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(ours):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False

@@ -1,0 +1,106 @@
+"""``dag.test()`` of the example DAG, poke and deferrable, on the running Airflow version.
+
+``dag.test()`` runs the tasks in this process, the deferred wait included (the trigger runs
+inline), against the simulator; the DagRun and task-instance states are read back from the
+metadata DB, as the scheduler would leave them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import ModuleType
+from typing import Any
+
+import pytest
+from compat_helpers import task_states, xcom_return_value
+
+from airflow_provider_tfy.testing import Fault
+
+SENSOR = "wait_for_fine_tuning"
+NEXT = "register_model"
+MODES = {
+    "poke": "example_truefoundry_fine_tuning",
+    "deferrable": "example_truefoundry_fine_tuning_deferrable",
+}
+
+
+def _dag(example_dags: ModuleType, mode: str) -> Any:
+    dag = {"poke": example_dags.poke_dag, "deferrable": example_dags.deferrable_dag}[mode]
+    assert dag.dag_id == MODES[mode]
+    return dag
+
+
+def _allow_one_retry(dag: Any) -> None:
+    sensor = dag.get_task(SENSOR)
+    sensor.retries = 1
+    sensor.retry_delay = timedelta(0)
+
+
+def test_example_dag_file_parses(example_dags: ModuleType) -> None:
+    assert {example_dags.poke_dag.dag_id, example_dags.deferrable_dag.dag_id} == set(MODES.values())
+    assert example_dags.deferrable_dag.get_task(SENSOR).deferrable is True
+    assert example_dags.poke_dag.get_task(SENSOR).mode == "poke"
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_job_that_succeeds(mode: str, example_dags: ModuleType, truefoundry_conn: Any) -> None:
+    sim = truefoundry_conn()
+    job = sim.add_job(statuses=("queued", "running", "succeeded"))
+
+    run = _dag(example_dags, mode).test(run_conf={"job_id": job.id})
+
+    states = task_states(run)
+    assert run.state == "success", states
+    assert states[SENSOR] == ("success", 1)
+    assert states[NEXT] == ("success", 1)
+    # The job reached the next task through XCom, and its model is what that task returned.
+    fine_tuned_model = sim.get_job(job.id).peek()["fine_tuned_model"]
+    assert xcom_return_value(run, SENSOR)["fine_tuned_model"] == fine_tuned_model
+    assert xcom_return_value(run, NEXT) == fine_tuned_model
+    # One poke saw "queued"; the rest of the wait (in the triggerer, when deferrable) saw the others.
+    assert sim.request_count(job.id) >= 3
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("final", ["failed", "cancelled"])
+def test_job_that_fails(mode: str, final: str, example_dags: ModuleType, truefoundry_conn: Any) -> None:
+    sim = truefoundry_conn()
+    job = sim.add_job(statuses=("queued", "running", final))
+    dag = _dag(example_dags, mode)
+    # The task has a retry to spend; a failed or cancelled job must not spend it.
+    _allow_one_retry(dag)
+
+    run = dag.test(run_conf={"job_id": job.id})
+
+    states = task_states(run)
+    assert run.state == "failed", states
+    assert states[SENSOR] == ("failed", 1), "a failed job must fail the task at once, without a retry"
+    assert states[NEXT][0] == "upstream_failed"
+    assert xcom_return_value(run, NEXT) is None
+
+
+def test_plain_api_error_does_use_task_retries(example_dags: ModuleType, truefoundry_conn: Any) -> None:
+    """Control for the test above: an error that is not final is retried, so the retry was real."""
+    sim = truefoundry_conn()
+    job = sim.add_job(faults=[Fault.status(400), Fault.status(400)])
+    dag = _dag(example_dags, "poke")
+    _allow_one_retry(dag)
+
+    run = dag.test(run_conf={"job_id": job.id})
+
+    states = task_states(run)
+    assert run.state == "failed", states
+    assert states[SENSOR] == ("failed", 2)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_dag_run_causes_no_deprecation_warning_of_ours(
+    mode: str, example_dags: ModuleType, truefoundry_conn: Any, provider_warnings: list[str]
+) -> None:
+    sim = truefoundry_conn()
+    job = sim.add_job(statuses=("running", "succeeded"))
+
+    run = _dag(example_dags, mode).test(run_conf={"job_id": job.id})
+
+    assert run.state == "success", task_states(run)
+    assert provider_warnings == []

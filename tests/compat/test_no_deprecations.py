@@ -1,0 +1,61 @@
+"""Importing the provider and the example DAG causes no deprecation warning of ours.
+
+Runs in a fresh interpreter, so every module's import-time code really runs (in this process the
+suite has long imported them) and Airflow's own start-up warnings are out of the way before ours
+are counted. A warning is ours when a frame of the provider package or of the example DAG file
+led to it, or its text names the package: a deprecated path reached through a compat layer
+warns from the layer's file, so matching on the file a warning names would miss it. Warnings are
+recorded rather than raised (``warnings.simplefilter("error", ...)`` would stop at the first one
+and turn Airflow-internal ones into failures of ours), and the test fails on any recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from compat_helpers import EXAMPLE_DAG_FILE
+
+_SCRIPT = r"""
+import importlib, importlib.util, json, pkgutil, sys
+import airflow  # Airflow's own import-time warnings are not ours
+from compat_helpers import EXAMPLE_DAG_FILE, collect_provider_warnings
+
+imported = []
+with collect_provider_warnings() as found:
+    import airflow_provider_tfy
+    imported.append(airflow_provider_tfy.__name__)
+    for info in pkgutil.walk_packages(airflow_provider_tfy.__path__, "airflow_provider_tfy."):
+        importlib.import_module(info.name)
+        imported.append(info.name)
+    spec = importlib.util.spec_from_file_location("tfy_example_dags", EXAMPLE_DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    imported.append(str(EXAMPLE_DAG_FILE))
+    # Building the DAGs ran at import; the hook's form methods run only when a UI asks.
+    from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
+    TrueFoundryHook.get_ui_field_behaviour()
+print("RESULT " + json.dumps({"imported": imported, "warnings": found}))
+"""
+
+
+def test_importing_the_provider_and_example_dag_warns_nothing_of_ours() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    report = json.loads(line.removeprefix("RESULT "))
+
+    assert report["warnings"] == []
+    assert "airflow_provider_tfy.hooks.truefoundry" in report["imported"]
+    assert "airflow_provider_tfy.sensors.fine_tuning" in report["imported"]
+    assert "airflow_provider_tfy.triggers.fine_tuning" in report["imported"]
+    assert str(EXAMPLE_DAG_FILE) in report["imported"]

@@ -1,0 +1,1 @@
+"""Reliability and security suite: fault matrix, hostile input, secrets and transport."""

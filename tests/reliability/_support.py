@@ -1,0 +1,100 @@
+"""Helpers shared by the reliability suite: connections, DAG runs, README tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+CONN_ID = "tfy_reliability"
+CONN_ENV = f"AIRFLOW_CONN_{CONN_ID.upper()}"
+# Small enough that retries finish in a blink, large enough that a loaded CI box answers in time.
+HOOK_PARAMS = {"max_retries": 2, "retry_delay": 0.05, "timeout": 0.5}
+ATTEMPTS_PER_CALL = HOOK_PARAMS["max_retries"] + 1
+
+
+def new_key() -> str:
+    """A fresh API key, recognisable in any output it leaks into."""
+    return f"tfy-SECRET-{uuid.uuid4().hex}"
+
+
+def connection_json(host: str, key: str, **extra: Any) -> str:
+    """An Airflow connection in the JSON form ``AIRFLOW_CONN_*`` variables take."""
+    conn: dict[str, Any] = {"conn_type": "truefoundry", "host": host, "password": key}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for a server that must come back on the same port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sync_dag(dag: Any) -> None:
+    """Serialise a DAG built inside a test into the metadata DB, as the dag-processor would.
+
+    ``dag.test()`` refuses a DAG that is not serialised, and only parses the DAGs folder itself.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
+    """Serialise and run ``dag`` once with ``dag.test()``; return the finished DagRun."""
+    sync_dag(dag)
+    return dag.test(run_conf=run_conf)
+
+
+def task_states(run: Any) -> dict[str, str | None]:
+    """``{task_id: state}`` for a finished run."""
+    return {ti.task_id: (str(ti.state) if ti.state else None) for ti in run.get_task_instances()}
+
+
+# --------------------------------------------------------------------------------------------
+# README tables
+# --------------------------------------------------------------------------------------------
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table; ``|`` inside a cell is escaped."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in rows)])
+
+
+def check_readme_block(name: str, expected: str) -> None:
+    """Fail unless README.md holds exactly ``expected`` between the ``name`` markers.
+
+    Skips while the README has no markers yet, so the table can be pasted in later.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    if start not in text or end not in text:
+        pytest.skip(
+            f"README.md has no {start} / {end} markers yet; paste the generated table between them "
+            f"(print it with: pytest tests/reliability -k {name.replace('-', '_')}_table -s)."
+        )
+    match = re.search(re.escape(start) + r"\n?(.*?)\n?" + re.escape(end), text, re.DOTALL)
+    assert match is not None
+    actual = match.group(1).strip()
+    assert actual == expected.strip(), (
+        f"README.md's {name} table is out of date; replace the text between the markers with:\n\n"
+        f"{expected}"
+    )

@@ -1,0 +1,297 @@
+"""The Connections UI of a real Airflow API server, driven in Debian's Chromium.
+
+What a user does: add a TrueFoundry AI Gateway connection through the form, save it, press the
+row's Test Connection button, break the key and test again. The gateway is the in-process
+simulator on loopback; the API server calls it from its own process when a test runs.
+
+Screenshots of every step land in ``artifacts/ui/`` (git-ignored), with the server's log.
+
+The tests share one server, one browser page and one connection, and run in file order; the
+Test Connection test recreates the connection through the REST API when run on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_tfy.provider_info import (
+    EXTRA_FIELDS,
+    HOST_LABEL,
+    PASSWORD_LABEL,
+    PORT_LABEL,
+    PORT_PLACEHOLDER,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from playwright.sync_api import Locator, Page
+
+    from airflow_provider_tfy.testing import GatewaySimulator
+
+    from .conftest import AirflowServer
+
+    Screenshot = Callable[[Page, str], None]
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
+
+CONN_ID = "tfy_ui_gateway"
+# Distinctive, so that finding either anywhere it must not be is unambiguous.
+GOOD_KEY = "tfy-ui-good-Q7mX2vK9pL4wR8sT"
+WRONG_KEY = "tfy-ui-wrong-Z3nB6cH1jD5fG0yU"
+PROVIDER_ACCOUNT = "openai-main"
+TIMEOUT_SECONDS = 12.5
+SUCCESS_TOAST = "Test Connection Successful"
+FAILURE_TOAST = "Test Connection Failed"
+TOASTS = '[data-scope="toast"][data-part="root"]'
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewaySimulator]:
+    """The gateway simulator, accepting only ``GOOD_KEY``."""
+    from airflow_provider_tfy.testing import GatewaySimulator
+
+    with GatewaySimulator(api_key=GOOD_KEY) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def screenshots(artifacts_dir: Path) -> Screenshot:
+    """Save a full-page screenshot of a step under ``artifacts/ui/``."""
+    for old in artifacts_dir.glob("*.png"):
+        old.unlink()
+
+    def shoot(page: Page, name: str) -> None:
+        page.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+
+    return shoot
+
+
+def _open_connections(page: Page, server: AirflowServer) -> None:
+    page.goto(server.url + "/connections")
+    page.get_by_role("button", name="Add Connection").wait_for()
+
+
+def _row(page: Page) -> Locator:
+    return page.get_by_role("row").filter(has_text=CONN_ID)
+
+
+def _wait_for_toast(page: Page, title: str) -> Locator:
+    """The newest toast with this title, once it has faded in (for a readable screenshot)."""
+    from playwright.sync_api import expect
+
+    toast = page.locator(TOASTS).filter(has_text=title).last
+    toast.wait_for()
+    expect(toast).to_have_css("opacity", "1")
+    return toast
+
+
+def _click_test(page: Page) -> None:
+    """Press the row's Test Connection button and wait for the API's answer."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")):
+        _row(page).get_by_role("button", name="Test Connection").click()
+
+
+def _stored(server: AirflowServer) -> tuple[dict[str, Any], str]:
+    response = server.api("GET", f"/api/v2/connections/{CONN_ID}")
+    assert response.status_code == 200, response.text
+    return response.json(), response.text
+
+
+def _assert_no_key(text: str, where: str) -> None:
+    for key in (GOOD_KEY, WRONG_KEY):
+        assert key not in text, f"an API key shows in {where}"
+
+
+def test_hook_meta_declares_the_form(airflow_server: AirflowServer) -> None:
+    """The server's form metadata (built from provider info on 3.3) has our labels and extras."""
+    response = airflow_server.api("GET", "/ui/connections/hook_meta")
+    assert response.status_code == 200, response.text
+    metas = [m for m in response.json() if m["connection_type"] == "truefoundry"]
+    assert len(metas) == 1, "the truefoundry connection type is not offered"
+    meta = metas[0]
+    assert meta["hook_name"] == "TrueFoundry AI Gateway"
+    assert meta["hook_class_name"] == "airflow_provider_tfy.hooks.truefoundry.TrueFoundryHook"
+
+    standard = meta["standard_fields"]
+    assert standard["host"]["title"] == HOST_LABEL == "Gateway base URL"
+    assert not standard["host"]["hidden"]
+    assert "https://gateway.truefoundry.ai" in standard["host"]["placeholder"]
+    assert "truefoundry.cloud/api/llm" in standard["host"]["placeholder"]
+    assert standard["password"]["title"] == PASSWORD_LABEL == "API key"
+    assert not standard["password"]["hidden"]
+    assert standard["password"]["placeholder"]
+    assert standard["login"]["hidden"]
+    assert standard["url_schema"]["hidden"]
+    # Visible only because of Airflow 3.3.2's port-0 Test button bug (see provider_info.py).
+    assert standard["port"] == {"hidden": False, "title": PORT_LABEL, "placeholder": PORT_PLACEHOLDER}
+
+    extras = meta["extra_fields"]
+    assert set(extras) == {
+        "provider_name",
+        "provider_model",
+        "vertex_storage_bucket_name",
+        "file_purpose",
+        "metadata",
+        "timeout",
+    }
+    for name, field in extras.items():
+        assert field["schema"]["title"] == EXTRA_FIELDS[name]["label"], name
+        assert field["description"] == EXTRA_FIELDS[name]["description"], name
+        assert len(field["description"]) > 30, f"{name}: the description tells a user too little"
+    assert "object" in extras["metadata"]["schema"]["type"]
+    assert "number" in extras["timeout"]["schema"]["type"]
+    assert extras["timeout"]["schema"]["exclusiveMinimum"] == 0
+
+
+def test_add_connection_through_the_form(
+    airflow_server: AirflowServer, gateway: GatewaySimulator, page: Page, screenshots: Screenshot
+) -> None:
+    """1. The form shows our fields; 2. what is saved is what was typed, with the key masked."""
+    airflow_server.api("DELETE", f"/api/v2/connections/{CONN_ID}")  # a rerun starts clean
+    _open_connections(page, airflow_server)
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator('input[name="connection_id"]').fill(CONN_ID)
+    dialog.get_by_role("combobox").first.click()
+    page.keyboard.type("TrueFoundry")
+    page.get_by_role("option", name="TrueFoundry AI Gateway", exact=True).click()
+
+    # 1. Standard fields: relabelled host, port and password; no login or schema box.
+    host = dialog.get_by_label(HOST_LABEL, exact=True)
+    port = dialog.get_by_label(PORT_LABEL, exact=True)
+    key = dialog.get_by_label(PASSWORD_LABEL, exact=True)
+    host.wait_for()
+    assert "https://gateway.truefoundry.ai" in (host.get_attribute("placeholder") or "")
+    assert port.get_attribute("placeholder") == PORT_PLACEHOLDER
+    assert key.get_attribute("type") == "password"
+    for name in ("login", "schema"):
+        assert dialog.locator(f'input[name="{name}"]').count() == 0, f"the {name} box is shown"
+    for default_label in ("Host", "Login", "Password", "Schema"):
+        assert dialog.get_by_text(default_label, exact=True).count() == 0, f"{default_label!r} is shown"
+    screenshots(page, "01-add-form-standard-fields")
+    assert False, "TEMP"
+
+    host.fill(gateway.url)
+    port.fill(str(gateway.port))
+    key.fill(GOOD_KEY)
+
+    # Every extra field, with its description under it.
+    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    for name, spec in EXTRA_FIELDS.items():
+        group = dialog.get_by_role("group").filter(
+            has=page.locator('[data-part="label"]', has_text=re.compile(rf"^{re.escape(spec['label'])}\s*$"))
+        )
+        group.wait_for()
+        helper = group.locator('[data-part="helper-text"]')
+        assert helper.inner_text().strip() == spec["description"], name
+    dialog.locator("#element_provider_name").fill(PROVIDER_ACCOUNT)
+    dialog.get_by_label(EXTRA_FIELDS["timeout"]["label"]).fill(str(TIMEOUT_SECONDS))
+    screenshots(page, "02-add-form-extra-fields")
+
+    # 2. Save; the REST API has what was typed, and shows the key masked.
+    dialog.get_by_role("button", name="Save").click()
+    _row(page).wait_for()
+    dialog.wait_for(state="hidden")
+    screenshots(page, "03-saved-connection-row")
+
+    stored, raw = _stored(airflow_server)
+    assert stored["conn_type"] == "truefoundry"
+    assert stored["host"] == gateway.url
+    assert stored["port"] == gateway.port
+    assert stored["password"] == "***"
+    assert stored["login"] is None
+    assert stored["schema"] is None
+    extra = json.loads(stored["extra"])
+    assert extra["provider_name"] == PROVIDER_ACCOUNT
+    assert float(extra["timeout"]) == TIMEOUT_SECONDS
+    _assert_no_key(raw, "the REST API's GET of the connection")
+
+
+def test_test_connection_button(
+    airflow_server: AirflowServer,
+    gateway: GatewaySimulator,
+    page: Page,
+    screenshots: Screenshot,
+    sent_tests: list[dict[str, Any]],
+) -> None:
+    """3. The row's Test button succeeds, then fails clearly (without the key) once it is wrong."""
+    if airflow_server.api("GET", f"/api/v2/connections/{CONN_ID}").status_code == 404:
+        created = airflow_server.api(
+            "POST",
+            "/api/v2/connections",
+            json={
+                "connection_id": CONN_ID,
+                "conn_type": "truefoundry",
+                "host": gateway.url,
+                "port": gateway.port,
+                "password": GOOD_KEY,
+                "extra": json.dumps({"provider_name": PROVIDER_ACCOUNT, "timeout": TIMEOUT_SECONDS}),
+            },
+        )
+        assert created.status_code == 201, created.text
+    _open_connections(page, airflow_server)
+    _row(page).wait_for()
+
+    # Success also proves the stored key is the one typed: the UI only ever sends it masked.
+    _click_test(page)
+    _wait_for_toast(page, SUCCESS_TOAST)
+    screenshots(page, "04-test-connection-success")
+    # The row echoes the stored port, so Airflow 3.3.2 reuses the stored key (sent masked).
+    assert sent_tests[-1]["port"] == gateway.port
+    assert sent_tests[-1]["password"] == "***"
+    assert any(r.has_valid_auth for r in gateway.requests), "the gateway never saw the right key"
+
+    # Change the key to a wrong one through the Edit form.
+    _row(page).get_by_role("button", name="Edit Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label(PASSWORD_LABEL, exact=True).fill(WRONG_KEY)
+    dialog.get_by_role("button", name="Save").click()
+    dialog.wait_for(state="hidden")
+    stored, raw = _stored(airflow_server)
+    assert stored["password"] == "***"
+    assert (stored["host"], stored["port"]) == (gateway.url, gateway.port)
+    assert json.loads(stored["extra"])["provider_name"] == PROVIDER_ACCOUNT
+    _assert_no_key(raw, "the REST API's GET of the connection")
+
+    rejected_before = sum(1 for r in gateway.requests if not r.has_valid_auth)
+    _click_test(page)
+    failure = _wait_for_toast(page, FAILURE_TOAST)
+    screenshots(page, "05-test-connection-wrong-key")
+    message = failure.inner_text()
+    assert re.search(r"(?i)\bAPI key\b", message), message
+    assert re.search(r"(?i)reject|invalid|401", message), message
+    _assert_no_key(message, "the failure toast")
+    _assert_no_key(page.locator("body").inner_text(), "the page after a failed test")
+    assert sum(1 for r in gateway.requests if not r.has_valid_auth) > rejected_before
+    _assert_no_key(airflow_server.log_tail(chars=10**7), "the API server's log")
+
+
+def test_row_without_port_hits_airflow_port_zero_bug(
+    airflow_server: AirflowServer, gateway: GatewaySimulator
+) -> None:
+    """Why the port box is shown: what the row's button sends for a port-less connection.
+
+    Airflow 3.3.2's row Test button posts ``port: 0`` and the masked password for a stored
+    connection without a port; the API then answers 400 (fixed upstream by apache/airflow#73298).
+    """
+    conn_id = "tfy_ui_no_port"
+    airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
+    body = {"connection_id": conn_id, "conn_type": "truefoundry", "host": gateway.url, "password": GOOD_KEY}
+    assert airflow_server.api("POST", "/api/v2/connections", json=body).status_code == 201
+    row_payload = {**body, "password": "***", "port": 0, "extra": "{}", "login": "", "schema": ""}
+    response = airflow_server.api("POST", "/api/v2/connections/test", json=row_payload)
+    airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
+    if response.status_code != 400:
+        pytest.skip(
+            f"Airflow {version('apache-airflow')} answers {response.status_code} to the row's port-0 "
+            "test: the port box may be hidden again"
+        )
+    assert "differs from the stored connection" in response.text
