@@ -494,7 +494,7 @@ def check_status(
     if 200 <= status < 300:
         return
     text = excerpt(_error_message(body) or body, config.api_key)
-    detail = f": {text}" if text else ""
+    detail = f": {text.rstrip('. ')}" if text else ""
     subject = f"fine-tuning job {job_id!r}" if job_id else "the fine-tuning API"
     if status in (401, 403):
         verb = "rejected the API key" if status == 401 else "refused access to " + subject

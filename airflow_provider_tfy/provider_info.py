@@ -18,13 +18,6 @@ HOST_LABEL = "Gateway base URL"
 PASSWORD_LABEL = "API key"
 HOST_PLACEHOLDER = "https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
 PASSWORD_PLACEHOLDER = "TrueFoundry personal access token or virtual-account token"
-# The port stays visible although the URL already says it: Airflow 3.3.2's Test button (on each
-# row of the Connections list) sends port 0 for a connection stored without a port, and the API
-# then refuses the test as "host or port differs from the stored connection" (fixed upstream by
-# apache/airflow#73298). A connection saved with its port tests fine. The URL stays the only
-# source of the address; the port must repeat the URL's port (443 for https without one).
-PORT_LABEL = "Port (same as in the URL)"
-PORT_PLACEHOLDER = "443 for https URLs, or the port written in the URL"
 
 # One source for the extra fields: the declarative form (Airflow 3.2+) and the wtforms widgets
 # (Airflow 2.11-3.1) are both derived from it, so the two UIs can never disagree.
@@ -94,13 +87,16 @@ def _conn_fields() -> dict[str, Any]:
 
 
 def ui_field_behaviour() -> dict[str, Any]:
-    """Hide login and schema, relabel host, port and password (the hook's snake_case form)."""
+    """Hide login, port and schema; relabel host and password (the hook's snake_case form).
+
+    The port is part of the base URL. Airflow 3.3.2's Test button needs a workaround for hidden
+    ports: see :mod:`airflow_provider_tfy.plugins`.
+    """
     return {
-        "hidden_fields": ["login", "schema"],
-        "relabeling": {"host": HOST_LABEL, "port": PORT_LABEL, "password": PASSWORD_LABEL},
+        "hidden_fields": ["login", "port", "schema"],
+        "relabeling": {"host": HOST_LABEL, "password": PASSWORD_LABEL},
         "placeholders": {
             "host": HOST_PLACEHOLDER,
-            "port": PORT_PLACEHOLDER,
             "password": PASSWORD_PLACEHOLDER,
             **{name: spec["placeholder"] for name, spec in EXTRA_FIELDS.items()},
         },

@@ -117,7 +117,10 @@ class TrueFoundryHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated call and say whether URL and key work."""
+        """Make one cheap authenticated call (``GET /fine_tuning/jobs?limit=1``) and say what works.
+
+        The messages name no connection id: Airflow's Test button runs this under a throwaway one.
+        """
         try:
             config = self.config
             request = protocol.list_request(config, limit=1)
@@ -125,9 +128,17 @@ class TrueFoundryHook(BaseHook):
         except TrueFoundryConnectionError as err:
             return False, f"Could not reach the gateway: {err}"
         except TrueFoundryAuthError as err:
-            return False, f"The API key was rejected: {err}"
-        except FineTuningJobNotFound as err:
-            return False, f"The URL does not serve TrueFoundry's fine-tuning API: {err}"
+            detail = f" ({err.body_excerpt.rstrip('. ')})" if err.body_excerpt else ""
+            return False, (
+                f"The gateway at {config.origin} rejected the API key (HTTP {err.status_code}){detail}. "
+                "Check that the API key is a valid TrueFoundry token that may read fine-tuning jobs."
+            )
+        except FineTuningJobNotFound:
+            return False, (
+                f"{config.base_url} does not serve TrueFoundry's fine-tuning API (HTTP 404 for "
+                f"{protocol.JOBS_PATH}). Check the gateway base URL, including any path prefix "
+                "such as /api/llm."
+            )
         except TrueFoundryError as err:
             return False, str(err)
         return True, f"Connected to the TrueFoundry gateway at {config.base_url}; the API key was accepted."

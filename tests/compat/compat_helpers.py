@@ -28,7 +28,7 @@ EXAMPLE_DAG_FILE = ROOT / "example_dags" / "example_truefoundry_fine_tuning.py"
 PACKAGE_DIR = Path(importlib.util.find_spec("airflow_provider_tfy").origin).parent  # type: ignore[arg-type,union-attr]
 
 AIRFLOW_VERSION = Version(Version(importlib.metadata.version("apache-airflow")).base_version)
-AIRFLOW_3 = AIRFLOW_VERSION >= Version("3.0")
+AIRFLOW_3 = Version("3.0") <= AIRFLOW_VERSION
 
 only_airflow_2 = pytest.mark.skipif(AIRFLOW_3, reason="Airflow 2's Flask UI only")
 only_airflow_3 = pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3's FastAPI UI only")
@@ -83,7 +83,8 @@ def load_example_dags(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("TFY_EXAMPLE_TIMEOUT", "60")
     name = f"tfy_compat_example_dags_{next(_module_counter)}"
     spec = importlib.util.spec_from_file_location(name, EXAMPLE_DAG_FILE)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -102,9 +103,10 @@ def xcom_return_value(run: Any, task_id: str) -> Any:
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            row = session.scalars(
-                XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value")
-            ).first()
+            query = XComModel.get_many(
+                run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
+            )
+            row = session.scalars(query).first()
             return None if row is None else XComModel.deserialize_value(row)
     from airflow.models.xcom import XCom
 

@@ -52,8 +52,6 @@ def example_dags(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleTyp
 
 @pytest.fixture
 def provider_warnings() -> Iterator[list[str]]:
-    """The deprecation warnings our own code causes during the test (see :func:`collect_provider_warnings`)."""
+    """Deprecation warnings our own code causes during the test (see ``collect_provider_warnings``)."""
     with collect_provider_warnings() as found:
         yield found
-
-

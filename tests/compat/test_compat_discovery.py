@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from typing import Any
 
 from compat_helpers import airflow_cli_json
 
@@ -16,7 +17,8 @@ def test_airflow_providers_list_shows_the_provider() -> None:
     providers = {p["package_name"]: p for p in airflow_cli_json("providers", "list")}
 
     assert PACKAGE in providers, sorted(providers)
-    assert providers[PACKAGE]["version"] == importlib.metadata.version(PACKAGE) == airflow_provider_tfy.__version__
+    assert providers[PACKAGE]["version"] == importlib.metadata.version(PACKAGE)
+    assert providers[PACKAGE]["version"] == airflow_provider_tfy.__version__
 
 
 def test_airflow_providers_hooks_lists_the_connection_type() -> None:
@@ -26,10 +28,20 @@ def test_airflow_providers_hooks_lists_the_connection_type() -> None:
     assert hooks[CONN_TYPE]["package_name"] == PACKAGE
 
 
-def test_providers_manager_knows_the_hook_and_the_connection_type() -> None:
-    from airflow.providers_manager import ProvidersManager
+def _hooks_manager() -> Any:
+    """The manager that resolves hooks: the task SDK's from Airflow 3.2 (core's ``hooks`` is
+    deprecated there), the core ``ProvidersManager`` before."""
+    try:
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+    except ImportError:
+        from airflow.providers_manager import ProvidersManager
 
-    manager = ProvidersManager()
+        return ProvidersManager()
+    return ProvidersManagerTaskRuntime()
+
+
+def test_providers_manager_knows_the_hook_and_the_connection_type() -> None:
+    manager = _hooks_manager()
 
     assert PACKAGE in manager.providers
     assert manager.providers[PACKAGE].data["package-name"] == PACKAGE

@@ -80,4 +80,3 @@ def test_connections_ui_metadata_lists_the_extra_fields() -> None:
     assert meta.standard_fields.password.title == behaviour["relabeling"]["password"]
     for hidden in behaviour["hidden_fields"]:
         assert getattr(meta.standard_fields, "url_schema" if hidden == "schema" else hidden).hidden, hidden
-

@@ -35,9 +35,17 @@ with collect_provider_warnings() as found:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     imported.append(str(EXAMPLE_DAG_FILE))
-    # Building the DAGs ran at import; the hook's form methods run only when a UI asks.
-    from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
-    TrueFoundryHook.get_ui_field_behaviour()
+    # Building the DAGs ran at import. Now what a UI does: discover the hook and load its
+    # Connections-form metadata (Airflow 3.2+ warns here about hooks that still define the form
+    # in Python without declaring it in the provider info).
+    from compat_helpers import AIRFLOW_3
+    if AIRFLOW_3:
+        from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+        HookMetaService.hook_meta_data()
+    else:
+        from airflow.providers_manager import ProvidersManager
+        ProvidersManager().connection_form_widgets
+        ProvidersManager().field_behaviours
 print("RESULT " + json.dumps({"imported": imported, "warnings": found}))
 """
 
@@ -59,3 +67,23 @@ def test_importing_the_provider_and_example_dag_warns_nothing_of_ours() -> None:
     assert "airflow_provider_tfy.sensors.fine_tuning" in report["imported"]
     assert "airflow_provider_tfy.triggers.fine_tuning" in report["imported"]
     assert str(EXAMPLE_DAG_FILE) in report["imported"]
+
+
+def test_the_detector_sees_warnings_our_code_causes() -> None:
+    """Control: the detector is not blind to the ways a warning of ours shows up."""
+    import warnings
+
+    from compat_helpers import PACKAGE_DIR, collect_provider_warnings
+
+    def compat_layer() -> None:  # warns on behalf of its caller, as Airflow's shims do
+        warnings.warn("old path", DeprecationWarning, stacklevel=2)
+
+    fake_module = str(PACKAGE_DIR / "_not_a_real_module.py")
+    with collect_provider_warnings() as found:
+        warnings.warn("not ours", DeprecationWarning, stacklevel=1)
+        exec(compile("compat_layer()", fake_module, "exec"), {"compat_layer": compat_layer})
+        exec(compile("import warnings; warnings.warn('direct', FutureWarning)", fake_module, "exec"))
+        warnings.warn("airflow_provider_tfy.hooks uses something old", DeprecationWarning, stacklevel=1)
+
+    assert len(found) == 3, found
+    assert all("not ours" not in f for f in found)

@@ -341,8 +341,8 @@ def test_triggers_in_one_loop_share_one_client_per_gateway(api_key, set_connecti
     with GatewaySimulator(api_key=api_key) as sim, GatewaySimulator(api_key=api_key) as other:
         set_connection(sim)
         set_connection(other, conn_id="truefoundry_other")
-        # The first trigger in creates the pool and is the last one out (its job ends after 2 s).
-        anchor = sim.add_job(statuses=("running", "succeeded"), seconds_per_status=2.0)
+        # The first trigger in creates the pool and is the last one out: its job runs until told.
+        anchor = sim.add_job(statuses=("running",))
         jobs = [sim.add_job(statuses=("queued", "running", "succeeded")) for _ in range(50)]
         other_job = other.add_job(statuses=("queued", "running", "succeeded"))
         config = protocol.gateway_config(CONN_ID, host=sim.url, password=api_key, extra={})
@@ -360,7 +360,7 @@ def test_triggers_in_one_loop_share_one_client_per_gateway(api_key, set_connecti
                 await asyncio.sleep(0.005)
             for job in jobs:  # triggers arrive one by one, as deferred tasks do
                 tasks.append(asyncio.ensure_future(collect_events(make_trigger(job.id, poll_interval=0.3))))
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)
             # Borrow, as a trigger does, while the triggers are polling: the pooled clients.
             async with (
                 shared_clients.client(config) as shared,
@@ -371,18 +371,20 @@ def test_triggers_in_one_loop_share_one_client_per_gateway(api_key, set_connecti
             results = await asyncio.gather(*tasks)
             assert not first.done()
             assert not shared.is_closed  # the anchor still polls
+            sim.set_job(anchor.id, statuses=("succeeded",))
             results.append(await first)
             return results, shared, other_one
 
         results, shared, other_one = asyncio.run(asyncio.wait_for(scenario(), 60))
 
     assert [only_event(events)["status"] for events in results] == ["succeeded"] * 52
-    assert sim.request_count(anchor.id) >= 10
+    assert sim.request_count(anchor.id) >= 5
     assert len(sim.requests) == 150 + sim.request_count(anchor.id)
     assert len(other.requests) == 3
     assert shared is not other_one  # one client per gateway origin
-    # Many requests from 51 triggers over a few pooled keep-alive connections, not one per trigger.
-    assert sim.connections_opened <= 10, sim.connections_opened
+    # Many requests from 51 triggers over a few pooled keep-alive connections, not one (or more) per
+    # trigger. Usually 2 or 3; the bound leaves room for a loaded machine delaying some answers.
+    assert sim.connections_opened <= len(jobs) // 3, sim.connections_opened
     assert other.connections_opened == 1
     # The last trigger to finish closed the pool.
     assert shared.is_closed

@@ -12,7 +12,7 @@ the same secrets-backend lookup, it keeps the key out of the metadata DB, and it
 
 Every process gets its own process group and log file; teardown stops them as
 ``/work/shared/notes/airflow-real-stack.md`` prescribes (SIGTERM each leader, wait, then SIGKILL
-each group) and then looks for any process still carrying this ``AIRFLOW_HOME``.
+each group) and then looks for any process still in their sessions or carrying this ``AIRFLOW_HOME``.
 """
 
 from __future__ import annotations
@@ -67,22 +67,30 @@ def tail(path: Path, chars: int = 4000) -> str:
         return f"<cannot read {path}: {err}>"
 
 
-def processes_using(home: Path) -> list[tuple[int, str]]:
-    """Live processes (pid, command line) whose environment or command line names ``home``."""
+def stack_processes(home: Path, sessions: set[int]) -> list[tuple[int, str]]:
+    """Live processes (pid, command line) that belong to the stack of ``home``.
+
+    A process belongs if it is in one of ``sessions`` (each Airflow process was started as a
+    session leader; workers and task processes stay in that session even when they make their own
+    process group) or if its environment or command line names ``home``. The session test is
+    needed: the api-server and the LocalExecutor workers call setproctitle, which overwrites the
+    memory that ``/proc/<pid>/environ`` and ``cmdline`` show.
+    """
     marker = str(home).encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            # Fields after "(comm)": state, ppid, pgrp, session, ...
+            state, _, _, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
             cmdline = (entry / "cmdline").read_bytes()
             environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:  # gone meanwhile, or not ours to read
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
             continue
         if state == "Z":  # a zombie holds nothing; its parent has not reaped it yet
             continue
-        if marker in cmdline or marker in environ:
+        if int(session) in sessions or marker in cmdline or marker in environ:
             found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
     return found
 
@@ -220,12 +228,17 @@ class AirflowStack:
         )
         return answer["jobs"]
 
+    def running_processes(self) -> list[tuple[int, str]]:
+        """Every live process of this stack: the four leaders and all their descendants."""
+        return stack_processes(self.home, {proc.pid for proc in self.processes.values()})
+
     def stop(self) -> list[tuple[int, str]]:
-        """Stop every process; return any process of this home still alive afterwards.
+        """Stop every process; return (after killing them) any that outlived the teardown.
 
         SIGTERM each leader (never whole groups at once: that once hung the scheduler), wait up to
         STOP_TIMEOUT for all of them, then SIGKILL every group to catch workers and leftovers.
-        Safe to call twice.
+        Whatever is still alive after that escaped the procedure: it is killed too, and returned
+        so that the caller can fail. Safe to call twice.
         """
         if not self.stopped:
             self.stopped = True
@@ -246,13 +259,16 @@ class AirflowStack:
             for handle in self._log_handles:
                 handle.close()
             self._session.close()
-        # Processes that left their group (task supervisors may) die a moment after their
-        # parents; give them that moment before calling them leftovers.
+        # A process in a group of its own (task processes make one) may take a moment to notice
+        # that its parent died; give it that moment before calling it a leftover.
         deadline = time.monotonic() + 10
-        leftovers = processes_using(self.home)
+        leftovers = self.running_processes()
         while leftovers and time.monotonic() < deadline:
             time.sleep(0.5)
-            leftovers = processes_using(self.home)
+            leftovers = self.running_processes()
+        for pid, _ in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         return leftovers
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import signal
 from collections.abc import Iterator
 
 import pytest
@@ -41,7 +38,4 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         finally:
             leftovers = stack.stop()
         if leftovers:
-            for pid, _ in leftovers:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
             pytest.fail(f"processes of {home} survived teardown (now killed): {leftovers}")

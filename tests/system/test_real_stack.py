@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_stack import DEFERRABLE_DAG, AirflowStack, processes_using
+from airflow_stack import DEFERRABLE_DAG, AirflowStack
 
 # The bounded waits below are the real limits; the suite-wide 300 s would count stack start-up too.
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
@@ -200,8 +200,9 @@ def test_failed_job_fails_the_run_with_the_gateway_reason(airflow_stack: Airflow
 
 def test_teardown_leaves_no_process(airflow_stack: AirflowStack) -> None:
     # The scan that must come back empty does see the stack while it runs.
-    running = {pid for pid, _ in processes_using(airflow_stack.home)}
+    running = {pid for pid, _ in airflow_stack.running_processes()}
     assert {proc.pid for proc in airflow_stack.processes.values()} <= running, running
+    assert len(running) > len(airflow_stack.processes), running  # executor workers, trigger runner
     started = time.monotonic()
     leftovers = airflow_stack.stop()
     assert leftovers == [], leftovers

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -99,6 +100,7 @@ def _airflow_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__TEST_CONNECTION="Enabled",
         # Stored passwords are encrypted, as on a real deployment.
         AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",

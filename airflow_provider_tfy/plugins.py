@@ -1,0 +1,99 @@
+"""An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
+
+Airflow 3.3.2's row button posts ``port: 0`` for a connection stored without a port, and the API
+then refuses the test as "host or port differs from the stored connection" (fixed upstream by
+apache/airflow#73298). The TrueFoundry form hides the port, since the gateway base URL already
+holds it, so every connection made in the UI would hit that bug. This API-server middleware drops
+``port: 0`` from test requests for ``truefoundry`` connections, exactly what the upstream fix does;
+it touches nothing else and is a no-op on an Airflow that no longer sends port 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowPlugin
+
+from airflow_provider_tfy.provider_info import CONN_TYPE
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TEST_PATH = "/api/v2/connections/test"
+# A connection-test body is a few hundred bytes; never buffer anything large.
+MAX_BODY = 64 * 1024
+
+
+def drop_port_zero(body: bytes) -> bytes | None:
+    """The test request without ``port: 0`` for a TrueFoundry connection, or None to leave it be."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE or data.get("port") != 0:
+        return None
+    del data["port"]
+    return json.dumps(data).encode()
+
+
+class TestConnectionPortFix:
+    """ASGI middleware applying :func:`drop_port_zero` to ``POST /api/v2/connections/test``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass every request through; rewrite only a TrueFoundry test request with port 0."""
+        if not (
+            scope.get("type") == "http"
+            and scope.get("method") == "POST"
+            and str(scope.get("path", "")).endswith(TEST_PATH)
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= MAX_BODY:
+            message = await receive()
+            if message.get("type") != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body"))
+        body = b"".join(chunks)
+        # A body still streaming in is not a connection test we know: pass it on untouched.
+        fixed = None if more else drop_port_zero(body)
+        if fixed is not None:
+            body = fixed
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope["headers"].append((b"content-length", str(len(body)).encode()))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": more}
+
+        await self.app(scope, replay, send)
+
+
+class TrueFoundryPlugin(AirflowPlugin):
+    """Registers :class:`TestConnectionPortFix` with the Airflow 3 API server."""
+
+    name = "truefoundry"
+    fastapi_root_middlewares = [
+        {
+            "middleware": TestConnectionPortFix,
+            "args": [],
+            "kwargs": {},
+            "name": "TrueFoundry: Test Connection without a port (apache/airflow#73298)",
+        }
+    ]
