@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -134,6 +135,18 @@ def cpu_seconds() -> float:
     """User plus system CPU time of this process, all threads included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def runqueue_wait_seconds() -> float | None:
+    """Time this (calling) thread has spent runnable but waiting for a CPU, or None if unknown.
+
+    On a shared machine this is the time other processes took from us (Linux schedstat).
+    """
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def release_memory() -> None:

@@ -47,7 +47,7 @@ def run(sim: SimHost, params: dict[str, Any]) -> dict[str, Any]:
         )
         sim.command("reset")
         watch = Stopwatch().start()
-        xcom = sensor.execute(context={})  # type: ignore[arg-type]
+        xcom = sensor.execute(context={})
         watch.stop()
     finally:
         TrueFoundryHook.get_connection = original  # type: ignore[method-assign]

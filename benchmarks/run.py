@@ -71,7 +71,7 @@ def machine() -> dict[str, Any]:
             memory_gb = round(kb / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("apache-airflow", "airflow-provider-tfy", "httpx", "httpcore", "requests", "tenacity"):
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         env = airflow_env(home)
-        tasks = [{"scenario": s, "params": config[s]} for s in WORKER_ORDER if s in chosen]
+        in_worker = [s for s in WORKER_ORDER if s in chosen]
+        tasks: list[dict[str, Any]] = [{"scenario": s, "params": config[s]} for s in in_worker]
         if tasks:
-            print(f"Running {', '.join(t['scenario'] for t in tasks)} in a worker ...", flush=True)
+            print(f"Running {', '.join(in_worker)} in a worker ...", flush=True)
             log = args.json.with_name(f"{args.json.stem}.worker.log")
             results.extend(run_worker(env, tasks, log))
         if "parse_cost" in chosen:

@@ -8,7 +8,11 @@ the same labels must come out.
 
 from __future__ import annotations
 
-from compat_helpers import airflow_cli_json, only_airflow_2, only_airflow_3
+import json
+from pathlib import Path
+from typing import Any
+
+from compat_helpers import airflow_cli_json, only_airflow_2, only_airflow_3, run_fresh_python
 
 from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
 from airflow_provider_tfy.provider_info import CONN_TYPE, EXTRA_FIELDS, ui_field_behaviour
@@ -61,22 +65,84 @@ def test_providers_manager_prefixes_the_placeholders_for_the_flask_form() -> Non
         assert behaviour["placeholders"][PREFIX + name] == spec["placeholder"]
 
 
+@only_airflow_2
+def test_connections_page_shows_the_fields_and_saves_what_the_hook_reads(
+    airflow_db: Path, truefoundry_conn: Any
+) -> None:
+    """Airflow 2's real Connections page, through Flask's test client instead of a browser."""
+    sim = truefoundry_conn()
+    # A browser sends every input of the form; the ones left empty arrive as "".
+    form = {PREFIX + name: "" for name in EXTRA_FIELDS}
+    form.update(
+        {
+            "conn_id": "truefoundry_from_ui",
+            "conn_type": CONN_TYPE,
+            "host": sim.url,
+            "password": sim.api_key,
+            PREFIX + "provider_name": "openai-main",
+            PREFIX + "metadata": '{"team": "ml-platform"}',
+            PREFIX + "timeout": "30",
+        }
+    )
+    # No login page in a test: anonymous visitors get the Admin role in this throwaway home.
+    (airflow_db / "webserver_config.py").write_text('AUTH_ROLE_PUBLIC = "Admin"\n')
+    page = run_fresh_python(
+        f"""
+from airflow.www.app import create_app
+
+app = create_app(testing=True)
+app.config["WTF_CSRF_ENABLED"] = False
+client = app.test_client()
+add = client.get("/connection/add")
+saved = client.post("/connection/add", data={form!r})
+result({{"status": add.status_code, "html": add.get_data(as_text=True), "saved": saved.status_code}})
+"""
+    )
+
+    assert page["status"] == 200
+    assert "TrueFoundry AI Gateway" in page["html"]
+    for name in EXTRA_FIELDS:
+        assert f'name="{PREFIX}{name}"' in page["html"], name
+    assert page["saved"] == 302  # back to the list: the connection was stored
+
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        stored = session.query(Connection).filter_by(conn_id="truefoundry_from_ui").one()
+        extra = stored.extra_dejson
+    assert extra == {"provider_name": "openai-main", "metadata": '{"team": "ml-platform"}', "timeout": "30"}
+    job = sim.add_job(statuses=("running",))
+    TrueFoundryHook("truefoundry_from_ui", max_retries=0).get_fine_tuning_job(job.id)
+    (request,) = [r for r in sim.requests if r.job_id == job.id]
+    assert request.has_valid_auth
+    assert request.headers["x-tfy-provider-name"] == "openai-main"
+    assert json.loads(request.headers["x-tfy-metadata"]) == {"team": "ml-platform"}
+
+
 @only_airflow_3
 def test_connections_ui_metadata_lists_the_extra_fields() -> None:
-    # What the React UI's connection form is built from (GET /ui/connections/hook_meta).
-    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+    # What the React UI's connection form is built from (GET /ui/connections/hook_meta). Fresh
+    # interpreter: on 3.0-3.1 this converts the hook's Python form methods with wtforms mocked
+    # out, which only works if it is the first thing to initialise the providers manager.
+    meta = run_fresh_python(
+        """
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 
-    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == CONN_TYPE]
+(meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "truefoundry"]
+result(meta.model_dump(mode="json"))
+"""
+    )
 
-    assert meta.hook_class_name == TrueFoundryHook.__module__ + "." + TrueFoundryHook.__name__
-    assert meta.extra_fields is not None
-    assert list(meta.extra_fields) == list(EXTRA_FIELDS)
-    for name, field in meta.extra_fields.items():
+    assert meta["hook_class_name"] == f"{TrueFoundryHook.__module__}.{TrueFoundryHook.__name__}"
+    extra_fields = meta["extra_fields"]
+    assert list(extra_fields or {}) == list(EXTRA_FIELDS)
+    for name, field in extra_fields.items():
         assert field["schema"]["title"] == EXTRA_FIELDS[name]["label"], name
         assert field["description"] == EXTRA_FIELDS[name]["description"], name
     behaviour = ui_field_behaviour()
-    assert meta.standard_fields is not None
-    assert meta.standard_fields.host.title == behaviour["relabeling"]["host"]
-    assert meta.standard_fields.password.title == behaviour["relabeling"]["password"]
-    for hidden in behaviour["hidden_fields"]:
-        assert getattr(meta.standard_fields, "url_schema" if hidden == "schema" else hidden).hidden, hidden
+    standard = meta["standard_fields"]
+    for name, label in behaviour["relabeling"].items():
+        assert standard[name]["title"] == label, name
+    for name in behaviour["hidden_fields"]:
+        assert standard["url_schema" if name == "schema" else name]["hidden"], name

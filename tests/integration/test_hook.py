@@ -38,6 +38,17 @@ def fast_hook(**kwargs) -> TrueFoundryHook:
     return TrueFoundryHook(**kwargs)
 
 
+def reason_for(fault: Fault) -> str:
+    """What a retry's log line says about the failure a fault causes."""
+    if fault.kind == "rate_limit":
+        return "rate-limited"
+    if fault.kind in ("server_error", "html_error"):
+        return f"answered HTTP {fault.http_status}"
+    if fault.kind == "malformed":
+        return "body is not JSON"
+    return "could not be reached"  # reset, truncated
+
+
 def tfy_headers(headers: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name.startswith("x-tfy-")}
 
@@ -343,9 +354,10 @@ def test_transient_failures_are_retried_until_the_job_comes_back(connected_gatew
     assert connected_gateway.requests[-1].status == 200
     warnings = [line for line in structlog_lines(capfd.readouterr().out, "warning") if "TrueFoundry" in line]
     assert len(warnings) == len(faults)
-    for number, line in enumerate(warnings, start=1):
+    for number, (line, fault) in enumerate(zip(warnings, faults, strict=True), start=1):
         assert re.search(rf"retry {number} of {len(faults)} in \d+\.\d s", line), line
-        assert scripted.id in line  # the reason names the request
+        assert f"GET {connected_gateway.url}/fine_tuning/jobs/{scripted.id}" in line
+        assert reason_for(fault) in line, line
     assert_secret_free(api_key, *warnings)
 
 
@@ -516,7 +528,7 @@ def test_test_connection_with_a_wrong_key_says_it_was_rejected(gateway, set_conn
     ok, message = fast_hook(max_retries=3).test_connection()
 
     assert ok is False
-    assert "API key was rejected" in message
+    assert "rejected the API key" in message
     assert "401" in message
     assert len(gateway.requests) == 1
     assert_secret_free(wrong_key, message)

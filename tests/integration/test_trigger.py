@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -109,15 +111,21 @@ def test_a_cancelled_job_yields_one_cancelled_event(connected_gateway):
     assert connected_gateway.request_count(scripted.id) == 2
 
 
-def test_an_unknown_status_keeps_waiting(connected_gateway):
+def test_an_unknown_status_keeps_waiting_and_is_warned_about_once(connected_gateway, caplog):
+    new_status = f"brand_new_{uuid.uuid4().hex[:8]}"  # the warning is once per process and status
     scripted = connected_gateway.add_job(
-        statuses=("validating_files", "paused", "brand_new_status", "succeeded")
+        statuses=("validating_files", "paused", new_status, "succeeded"), polls_per_status=2
     )
 
-    payload = only_event(run_trigger(make_trigger(scripted.id)))
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_tfy"):
+        payload = only_event(run_trigger(make_trigger(scripted.id)))
 
     assert payload["status"] == "succeeded"
-    assert connected_gateway.request_count(scripted.id) == 4
+    assert connected_gateway.request_count(scripted.id) == 7
+    warnings = [r for r in caplog.records if new_status in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert "treating it as in progress" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -20,9 +21,12 @@ HOOK_PARAMS = {"max_retries": 2, "retry_delay": 0.05, "timeout": 0.5}
 ATTEMPTS_PER_CALL = HOOK_PARAMS["max_retries"] + 1
 
 
+KEY_PREFIX = "tfy-SECRET-"
+
+
 def new_key() -> str:
     """A fresh API key, recognisable in any output it leaks into."""
-    return f"tfy-SECRET-{uuid.uuid4().hex}"
+    return f"{KEY_PREFIX}{uuid.uuid4().hex}{uuid.uuid4().hex}"
 
 
 def connection_json(host: str, key: str, **extra: Any) -> str:
@@ -60,9 +64,18 @@ def run_dag(dag: Any, run_conf: dict[str, Any] | None = None) -> Any:
     return dag.test(run_conf=run_conf)
 
 
-def task_states(run: Any) -> dict[str, str | None]:
-    """``{task_id: state}`` for a finished run."""
-    return {ti.task_id: (str(ti.state) if ti.state else None) for ti in run.get_task_instances()}
+def first_event(trigger: Any) -> dict[str, Any]:
+    """Run a trigger on a fresh event loop until its first event; return the event's payload."""
+
+    async def collect() -> dict[str, Any]:
+        events = trigger.run()
+        try:
+            event = await events.__anext__()
+        finally:
+            await events.aclose()
+        return event.payload
+
+    return asyncio.run(collect())
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,6 +108,5 @@ def check_readme_block(name: str, expected: str) -> None:
     assert match is not None
     actual = match.group(1).strip()
     assert actual == expected.strip(), (
-        f"README.md's {name} table is out of date; replace the text between the markers with:\n\n"
-        f"{expected}"
+        f"README.md's {name} table is out of date; replace the text between the markers with:\n\n{expected}"
     )

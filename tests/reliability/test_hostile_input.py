@@ -7,7 +7,6 @@ README's table (:func:`hostile_input_markdown`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from ._support import (
     HOOK_PARAMS,
     check_readme_block,
     connection_json,
+    first_event,
     markdown_table,
     run_dag,
 )
@@ -269,20 +269,6 @@ def _via_trigger(case: Case) -> dict[str, Any]:
     return first_event(trigger)
 
 
-def first_event(trigger: TrueFoundryFineTuningJobTrigger) -> dict[str, Any]:
-    """Run a trigger until its first event and return the event's payload."""
-
-    async def collect() -> dict[str, Any]:
-        events = trigger.run()
-        try:
-            event = await events.__anext__()
-        finally:
-            await events.aclose()
-        return event.payload
-
-    return asyncio.run(collect())
-
-
 PATHS: dict[str, Callable[[Case], Any]] = {"hook": _via_hook, "trigger": _via_trigger}
 
 
@@ -333,14 +319,17 @@ def test_hostile_input(
     (record,) = gateway.requests
     assert record.path.startswith(JOBS_PREFIX)
     segment = record.path[len(JOBS_PREFIX) :]
-    assert "/" not in segment and "?" not in segment and "#" not in segment
+    assert "/" not in segment
+    assert "?" not in segment
+    assert "#" not in segment
     assert record.query == {}
     assert unquote(segment) == case.call["job_id"]
     assert "x-evil" not in record.headers
     if case.name == "metadata_value_crlf":
         assert record.status == 200
         assert json.loads(record.headers["x-tfy-metadata"]) == case.call["metadata"]
-        assert "\r" not in record.headers["x-tfy-metadata"] and "\n" not in record.headers["x-tfy-metadata"]
+        assert "\r" not in record.headers["x-tfy-metadata"]
+        assert "\n" not in record.headers["x-tfy-metadata"]
         return
     assert record.status == 404
     assert record.job_id == case.call["job_id"]
@@ -380,7 +369,8 @@ def test_job_id_template_rendering_to_empty_fails_before_any_request(
     # A config error is an AirflowFailException: no task retry is spent on it.
     assert (str(ti.state), ti.try_number) == ("failed", 1)
     assert isinstance(seen["error"], TrueFoundryConfigError)
-    assert "empty" in str(seen["error"]) and "template" in str(seen["error"])
+    assert "empty" in str(seen["error"])
+    assert "template" in str(seen["error"])
     assert gateway.requests == []
 
 
@@ -426,7 +416,8 @@ def test_metadata_rendered_as_json_text_reaches_the_gateway_in_every_mode(
     run = run_dag(dag, run_conf={"metadata": metadata})
 
     sent = [json.loads(record.headers["x-tfy-metadata"]) for record in gateway.requests]
-    assert sent and all(value == metadata for value in sent)
+    assert sent
+    assert all(value == metadata for value in sent)
     assert str(run.state) == "success"
     assert gateway.request_count(scripted.id) == 2
 

@@ -1,8 +1,14 @@
 """The Connections UI of a real Airflow API server, driven in Debian's Chromium.
 
-What a user does: add a TrueFoundry AI Gateway connection through the form, save it, press the
-row's Test Connection button, break the key and test again. The gateway is the in-process
-simulator on loopback; the API server calls it from its own process when a test runs.
+What a user does: add a TrueFoundry AI Gateway connection through the form (gateway base URL,
+API key and an extra; there is no login, port or schema box), save it, press the row's Test
+Connection button, break the key through the Edit form and test again. The gateway is the
+in-process simulator on loopback; the API server calls it from its own process when a test runs.
+
+The row's Test button only works thanks to this package's API-server plugin: Airflow 3.3.2 posts
+``port: 0`` for a connection stored without a port and then refuses the test (apache/airflow#73298);
+the plugin's middleware drops that ``port: 0`` for ``truefoundry`` test requests. The last test
+proves it is the middleware, and nothing else, that makes the difference.
 
 Screenshots of every step land in ``artifacts/ui/`` (git-ignored), with the server's log.
 
@@ -21,13 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_tfy.provider_info import (
-    EXTRA_FIELDS,
-    HOST_LABEL,
-    PASSWORD_LABEL,
-    PORT_LABEL,
-    PORT_PLACEHOLDER,
-)
+from airflow_provider_tfy.provider_info import EXTRA_FIELDS, HOST_LABEL, PASSWORD_LABEL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,6 +51,11 @@ TIMEOUT_SECONDS = 12.5
 SUCCESS_TOAST = "Test Connection Successful"
 FAILURE_TOAST = "Test Connection Failed"
 TOASTS = '[data-scope="toast"][data-part="root"]'
+HIDDEN_INPUTS = ("login", "port", "schema")
+MIDDLEWARE = "airflow_provider_tfy.plugins.TestConnectionPortFix"
+PORT_MISMATCH = "differs from the stored connection"
+# The Airflow release this package is locked to, whose API refuses the row button's port 0.
+AIRFLOW_WITH_PORT_ZERO_BUG = "3.3.2"
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +98,48 @@ def _wait_for_toast(page: Page, title: str) -> Locator:
     return toast
 
 
-def _click_test(page: Page) -> None:
-    """Press the row's Test Connection button and wait for the API's answer."""
-    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")):
+def _click_test(page: Page) -> int:
+    """Press the row's Test Connection button; the API's HTTP status for the test."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as answer:
         _row(page).get_by_role("button", name="Test Connection").click()
+    return answer.value.status
 
 
-def _stored(server: AirflowServer) -> tuple[dict[str, Any], str]:
-    response = server.api("GET", f"/api/v2/connections/{CONN_ID}")
+def _stored(server: AirflowServer, conn_id: str = CONN_ID) -> tuple[dict[str, Any], str]:
+    response = server.api("GET", f"/api/v2/connections/{conn_id}")
     assert response.status_code == 200, response.text
     return response.json(), response.text
+
+
+def _row_button_body(stored: dict[str, Any]) -> dict[str, Any]:
+    """What Airflow 3.3.2's row Test button posts for a connection as the REST API lists it.
+
+    Mirrors the UI's code: ``port: Number(connection.port)`` (so a stored NULL becomes 0), the
+    password as listed (masked), empty strings for the other missing fields.
+    """
+    return {
+        "conn_type": stored["conn_type"],
+        "connection_id": stored["connection_id"],
+        "description": stored.get("description") or "",
+        "extra": stored.get("extra") or "{}",
+        "host": stored.get("host") or "",
+        "login": stored.get("login") or "",
+        "password": stored.get("password") or "",
+        "port": stored.get("port") or 0,
+        "schema": stored.get("schema") or "",
+    }
 
 
 def _assert_no_key(text: str, where: str) -> None:
     for key in (GOOD_KEY, WRONG_KEY):
         assert key not in text, f"an API key shows in {where}"
+
+
+def _assert_hidden_boxes_absent(dialog: Locator) -> None:
+    for name in HIDDEN_INPUTS:
+        assert dialog.locator(f'input[name="{name}"]').count() == 0, f"the {name} box is shown"
+    for default_label in ("Host", "Login", "Password", "Port", "Schema"):
+        assert dialog.get_by_text(default_label, exact=True).count() == 0, f"{default_label!r} is shown"
 
 
 def test_hook_meta_declares_the_form(airflow_server: AirflowServer) -> None:
@@ -128,10 +160,9 @@ def test_hook_meta_declares_the_form(airflow_server: AirflowServer) -> None:
     assert standard["password"]["title"] == PASSWORD_LABEL == "API key"
     assert not standard["password"]["hidden"]
     assert standard["password"]["placeholder"]
-    assert standard["login"]["hidden"]
-    assert standard["url_schema"]["hidden"]
-    # Visible only because of Airflow 3.3.2's port-0 Test button bug (see provider_info.py).
-    assert standard["port"] == {"hidden": False, "title": PORT_LABEL, "placeholder": PORT_PLACEHOLDER}
+    # The port belongs in the base URL: no login, port or schema box.
+    for name in ("login", "port", "url_schema"):
+        assert standard[name]["hidden"], f"{name} is not hidden"
 
     extras = meta["extra_fields"]
     assert set(extras) == {
@@ -151,6 +182,17 @@ def test_hook_meta_declares_the_form(airflow_server: AirflowServer) -> None:
     assert extras["timeout"]["schema"]["exclusiveMinimum"] == 0
 
 
+def test_plugin_with_the_test_button_fix_is_loaded(airflow_server: AirflowServer) -> None:
+    """The API server loaded our ``airflow.plugins`` entry point and its root middleware."""
+    response = airflow_server.api("GET", "/api/v2/plugins")
+    assert response.status_code == 200, response.text
+    plugins = [p for p in response.json()["plugins"] if p["name"] == "truefoundry"]
+    assert len(plugins) == 1, f"the truefoundry plugin is not loaded: {response.text[:2000]}"
+    middlewares = plugins[0]["fastapi_root_middlewares"]
+    assert [m["middleware"] for m in middlewares] == [MIDDLEWARE]
+    assert "73298" in middlewares[0]["name"]
+
+
 def test_add_connection_through_the_form(
     airflow_server: AirflowServer, gateway: GatewaySimulator, page: Page, screenshots: Screenshot
 ) -> None:
@@ -164,22 +206,18 @@ def test_add_connection_through_the_form(
     page.keyboard.type("TrueFoundry")
     page.get_by_role("option", name="TrueFoundry AI Gateway", exact=True).click()
 
-    # 1. Standard fields: relabelled host, port and password; no login or schema box.
+    # 1. Standard fields: relabelled host and password; no login, port or schema box.
     host = dialog.get_by_label(HOST_LABEL, exact=True)
-    port = dialog.get_by_label(PORT_LABEL, exact=True)
     key = dialog.get_by_label(PASSWORD_LABEL, exact=True)
     host.wait_for()
+    assert host.get_attribute("name") == "host"
     assert "https://gateway.truefoundry.ai" in (host.get_attribute("placeholder") or "")
-    assert port.get_attribute("placeholder") == PORT_PLACEHOLDER
+    assert key.get_attribute("name") == "password"
     assert key.get_attribute("type") == "password"
-    for name in ("login", "schema"):
-        assert dialog.locator(f'input[name="{name}"]').count() == 0, f"the {name} box is shown"
-    for default_label in ("Host", "Login", "Password", "Schema"):
-        assert dialog.get_by_text(default_label, exact=True).count() == 0, f"{default_label!r} is shown"
+    _assert_hidden_boxes_absent(dialog)
     screenshots(page, "01-add-form-standard-fields")
 
     host.fill(gateway.url)
-    port.fill(str(gateway.port))
     key.fill(GOOD_KEY)
 
     # Every extra field, with its description under it.
@@ -193,6 +231,7 @@ def test_add_connection_through_the_form(
         assert helper.inner_text().strip() == spec["description"], name
     dialog.locator("#element_provider_name").fill(PROVIDER_ACCOUNT)
     dialog.get_by_label(EXTRA_FIELDS["timeout"]["label"]).fill(str(TIMEOUT_SECONDS))
+    _assert_hidden_boxes_absent(dialog)
     screenshots(page, "02-add-form-extra-fields")
 
     # 2. Save; the REST API has what was typed, and shows the key masked.
@@ -204,14 +243,15 @@ def test_add_connection_through_the_form(
     stored, raw = _stored(airflow_server)
     assert stored["conn_type"] == "truefoundry"
     assert stored["host"] == gateway.url
-    assert stored["port"] == gateway.port
     assert stored["password"] == "***"
+    assert stored["port"] is None
     assert stored["login"] is None
     assert stored["schema"] is None
     extra = json.loads(stored["extra"])
     assert extra["provider_name"] == PROVIDER_ACCOUNT
     assert float(extra["timeout"]) == TIMEOUT_SECONDS
     _assert_no_key(raw, "the REST API's GET of the connection")
+    _assert_no_key(page.locator("body").inner_text(), "the connections page")
 
 
 def test_test_connection_button(
@@ -230,67 +270,108 @@ def test_test_connection_button(
                 "connection_id": CONN_ID,
                 "conn_type": "truefoundry",
                 "host": gateway.url,
-                "port": gateway.port,
                 "password": GOOD_KEY,
                 "extra": json.dumps({"provider_name": PROVIDER_ACCOUNT, "timeout": TIMEOUT_SECONDS}),
             },
         )
         assert created.status_code == 201, created.text
+    stored, _ = _stored(airflow_server)
+    assert stored["port"] is None
     _open_connections(page, airflow_server)
     _row(page).wait_for()
 
     # Success also proves the stored key is the one typed: the UI only ever sends it masked.
-    _click_test(page)
-    _wait_for_toast(page, SUCCESS_TOAST)
+    accepted_before = sum(1 for r in gateway.requests if r.has_valid_auth)
+    assert _click_test(page) == 200
+    success = _wait_for_toast(page, SUCCESS_TOAST)
     screenshots(page, "04-test-connection-success")
-    # The row echoes the stored port, so Airflow 3.3.2 reuses the stored key (sent masked).
-    assert sent_tests[-1]["port"] == gateway.port
+    assert "API key was accepted" in success.inner_text(), success.inner_text()
+    # What the button sent is Airflow 3.3.2's port-0 request: the middleware made it pass.
+    assert sent_tests[-1] == _row_button_body(stored)
+    assert sent_tests[-1]["port"] == 0
     assert sent_tests[-1]["password"] == "***"
-    assert any(r.has_valid_auth for r in gateway.requests), "the gateway never saw the right key"
+    assert sum(1 for r in gateway.requests if r.has_valid_auth) > accepted_before, (
+        "the gateway never saw the right key"
+    )
 
     # Change the key to a wrong one through the Edit form.
     _row(page).get_by_role("button", name="Edit Connection").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_label(PASSWORD_LABEL, exact=True).fill(WRONG_KEY)
+    key = dialog.get_by_label(PASSWORD_LABEL, exact=True)
+    key.wait_for()
+    _assert_hidden_boxes_absent(dialog)
+    key.fill(WRONG_KEY)
+    screenshots(page, "05-edit-form-wrong-key")
     dialog.get_by_role("button", name="Save").click()
     dialog.wait_for(state="hidden")
     stored, raw = _stored(airflow_server)
     assert stored["password"] == "***"
-    assert (stored["host"], stored["port"]) == (gateway.url, gateway.port)
+    assert (stored["host"], stored["port"]) == (gateway.url, None)
     assert json.loads(stored["extra"])["provider_name"] == PROVIDER_ACCOUNT
     _assert_no_key(raw, "the REST API's GET of the connection")
 
     rejected_before = sum(1 for r in gateway.requests if not r.has_valid_auth)
-    _click_test(page)
+    assert _click_test(page) == 200  # the test ran; its answer says it failed
     failure = _wait_for_toast(page, FAILURE_TOAST)
-    screenshots(page, "05-test-connection-wrong-key")
+    screenshots(page, "06-test-connection-wrong-key")
     message = failure.inner_text()
-    assert re.search(r"(?i)\bAPI key\b", message), message
-    assert re.search(r"(?i)reject|invalid|401", message), message
+    assert re.search(r"(?i)rejected the API key", message), message
+    assert "401" in message, message
+    assert PORT_MISMATCH not in message, message
     _assert_no_key(message, "the failure toast")
     _assert_no_key(page.locator("body").inner_text(), "the page after a failed test")
-    assert sum(1 for r in gateway.requests if not r.has_valid_auth) > rejected_before
+    assert sent_tests[-1] == _row_button_body(stored)
+    assert sum(1 for r in gateway.requests if not r.has_valid_auth) > rejected_before, (
+        "the gateway never saw the wrong key: the test did not use the edited connection"
+    )
     _assert_no_key(airflow_server.log_tail(chars=10**7), "the API server's log")
 
 
-def test_row_without_port_hits_airflow_port_zero_bug(
+def test_middleware_is_what_fixes_the_row_button(
     airflow_server: AirflowServer, gateway: GatewaySimulator
 ) -> None:
-    """Why the port box is shown: what the row's button sends for a port-less connection.
+    """The row button's port-0 request passes for ``truefoundry`` and still fails for other types.
 
-    Airflow 3.3.2's row Test button posts ``port: 0`` and the masked password for a stored
-    connection without a port; the API then answers 400 (fixed upstream by apache/airflow#73298).
+    Airflow 3.3.2 answers 400 to ``port: 0`` with the masked password for a connection stored
+    without a port (apache/airflow#73298). Our middleware drops that port for ``truefoundry``
+    requests only, so the same request for a stored ``http`` connection still gets Airflow's 400.
     """
-    conn_id = "tfy_ui_no_port"
-    airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
-    body = {"connection_id": conn_id, "conn_type": "truefoundry", "host": gateway.url, "password": GOOD_KEY}
-    assert airflow_server.api("POST", "/api/v2/connections", json=body).status_code == 201
-    row_payload = {**body, "password": "***", "port": 0, "extra": "{}", "login": "", "schema": ""}
-    response = airflow_server.api("POST", "/api/v2/connections/test", json=row_payload)
-    airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
-    if response.status_code != 400:
-        pytest.skip(
-            f"Airflow {version('apache-airflow')} answers {response.status_code} to the row's port-0 "
-            "test: the port box may be hidden again"
-        )
-    assert "differs from the stored connection" in response.text
+    tfy_id, http_id = "tfy_ui_port_fix", "http_ui_port_fix"
+    for conn_id in (tfy_id, http_id):
+        airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
+    try:
+        for conn_id, conn_type in ((tfy_id, "truefoundry"), (http_id, "http")):
+            created = airflow_server.api(
+                "POST",
+                "/api/v2/connections",
+                json={
+                    "connection_id": conn_id,
+                    "conn_type": conn_type,
+                    "host": gateway.url,
+                    "password": GOOD_KEY,
+                },
+            )
+            assert created.status_code == 201, created.text
+
+        tfy_stored, _ = _stored(airflow_server, tfy_id)
+        tfy_body = _row_button_body(tfy_stored)
+        assert (tfy_body["port"], tfy_body["password"]) == (0, "***")
+        tfy = airflow_server.api("POST", "/api/v2/connections/test", json=tfy_body)
+        assert tfy.status_code == 200, tfy.text
+        assert tfy.json()["status"] is True, tfy.text
+        assert "API key was accepted" in tfy.json()["message"]
+
+        http_stored, _ = _stored(airflow_server, http_id)
+        http_body = _row_button_body(http_stored)
+        assert http_body == {**tfy_body, "conn_type": "http", "connection_id": http_id}
+        http = airflow_server.api("POST", "/api/v2/connections/test", json=http_body)
+        if http.status_code != 400 and version("apache-airflow") != AIRFLOW_WITH_PORT_ZERO_BUG:
+            pytest.skip(
+                f"Airflow {version('apache-airflow')} accepts the row's port 0 itself "
+                f"(answered {http.status_code}): it has apache/airflow#73298, the middleware is redundant"
+            )
+        assert http.status_code == 400, http.text
+        assert PORT_MISMATCH in http.json()["detail"]
+    finally:
+        for conn_id in (tfy_id, http_id):
+            airflow_server.api("DELETE", f"/api/v2/connections/{conn_id}")
