@@ -2,7 +2,7 @@
 
 Everything here is a plain function of its inputs (the sans-I/O idea): it builds the request,
 classifies the response, decides whether and how long to wait before trying again, and parses
-the job. The sync hook (requests) and the async trigger (httpx) only move bytes and sleep, so the
+the job. The sync hook (requests) and the async trigger (aiohttp) only move bytes and sleep, so the
 two can never disagree on what an answer means.
 """
 

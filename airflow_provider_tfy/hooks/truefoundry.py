@@ -162,6 +162,21 @@ class TrueFoundryHook(BaseHook):
 
     def _with_retries(self, call: Callable[[], T]) -> T:
         policy = self.retry_policy
+        try:
+            # Most calls succeed at once: they should not pay for building the retry machinery.
+            return call()
+        except TrueFoundryError as err:
+            if not policy.should_retry(1, err):
+                raise
+            first_failure: TrueFoundryError | None = err
+
+        def attempt() -> T:
+            # Tenacity's first attempt replays the failure above, so it counts and waits as usual.
+            nonlocal first_failure
+            failure, first_failure = first_failure, None
+            if failure is not None:
+                raise failure
+            return call()
 
         def error_of(state: tenacity.RetryCallState) -> BaseException:
             assert state.outcome is not None  # tenacity asks only after an attempt
@@ -182,7 +197,7 @@ class TrueFoundryHook(BaseHook):
             before_sleep=log_retry,
             reraise=True,
         )
-        return retrying(call)
+        return retrying(attempt)
 
     # Connection form for Airflow 2.11-3.1; Airflow 3.2+ renders the declarative form in the
     # provider info instead and never calls these.

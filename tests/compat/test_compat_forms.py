@@ -84,18 +84,33 @@ def test_connections_page_shows_the_fields_and_saves_what_the_hook_reads(
             PREFIX + "timeout": "30",
         }
     )
+    job = sim.add_job(statuses=("running",))
     # No login page in a test: anonymous visitors get the Admin role in this throwaway home.
     (airflow_db / "webserver_config.py").write_text('AUTH_ROLE_PUBLIC = "Admin"\n')
+    # A fresh interpreter: it reads the airflow.cfg (and Fernet key) that `airflow db migrate`
+    # wrote, so it can decrypt the password the page stores.
     page = run_fresh_python(
         f"""
+from airflow.hooks.base import BaseHook
 from airflow.www.app import create_app
+from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
 
 app = create_app(testing=True)
 app.config["WTF_CSRF_ENABLED"] = False
 client = app.test_client()
 add = client.get("/connection/add")
 saved = client.post("/connection/add", data={form!r})
-result({{"status": add.status_code, "html": add.get_data(as_text=True), "saved": saved.status_code}})
+extra = BaseHook.get_connection("truefoundry_from_ui").extra_dejson
+job = TrueFoundryHook("truefoundry_from_ui", max_retries=0).get_fine_tuning_job({job.id!r})
+result(
+    {{
+        "status": add.status_code,
+        "html": add.get_data(as_text=True),
+        "saved": saved.status_code,
+        "extra": extra,
+        "job_status": job.status,
+    }}
+)
 """
     )
 
@@ -104,16 +119,12 @@ result({{"status": add.status_code, "html": add.get_data(as_text=True), "saved":
     for name in EXTRA_FIELDS:
         assert f'name="{PREFIX}{name}"' in page["html"], name
     assert page["saved"] == 302  # back to the list: the connection was stored
-
-    from airflow.models import Connection
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        stored = session.query(Connection).filter_by(conn_id="truefoundry_from_ui").one()
-        extra = stored.extra_dejson
-    assert extra == {"provider_name": "openai-main", "metadata": '{"team": "ml-platform"}', "timeout": "30"}
-    job = sim.add_job(statuses=("running",))
-    TrueFoundryHook("truefoundry_from_ui", max_retries=0).get_fine_tuning_job(job.id)
+    assert page["extra"] == {
+        "provider_name": "openai-main",
+        "metadata": '{"team": "ml-platform"}',
+        "timeout": "30",
+    }
+    assert page["job_status"] == "running"
     (request,) = [r for r in sim.requests if r.job_id == job.id]
     assert request.has_valid_auth
     assert request.headers["x-tfy-provider-name"] == "openai-main"
