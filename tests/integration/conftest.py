@@ -14,7 +14,7 @@ import json
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +322,3 @@ def run_dag(dag: Any, capfd: pytest.CaptureFixture[str], **test_kwargs: Any) -> 
     run = dag.test(**test_kwargs)
     captured = capfd.readouterr()
     return run, captured.out + captured.err
-
-
-def retry_delay(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)

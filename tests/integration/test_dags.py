@@ -137,6 +137,7 @@ def test_example_pipeline_fails_on_a_job_that_ended_badly(
 
 def test_the_xcom_is_identical_in_every_mode_for_the_same_job(example_module, connected_gateway, capfd):
     job_id = "ftjob-same-in-every-mode"
+    # What the simulator randomises or takes from the clock, pinned, so every run serves one document.
     pinned = {
         "training_file": "file-train-pinned",
         "seed": 7,
@@ -144,30 +145,10 @@ def test_the_xcom_is_identical_in_every_mode_for_the_same_job(example_module, co
         "finished_at": 1_750_003_600,
         "result_files": ["file-result-pinned"],
     }
-    expected = {
-        "object": "fine_tuning.job",
-        "id": job_id,
-        "model": "gpt-4o-mini-2024-07-18",
-        "created_at": 1_750_000_000,
-        "finished_at": 1_750_003_600,
-        "fine_tuned_model": f"ft:gpt-4o-mini-2024-07-18:tfy::{job_id}",
-        "organization_id": "org-tfy-simulator",
-        "result_files": ["file-result-pinned"],
-        "status": "succeeded",
-        "validation_file": None,
-        "training_file": "file-train-pinned",
-        "hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.8},
-        "trained_tokens": 99_000,
-        "integrations": [],
-        "seed": 7,
-        "estimated_finish": None,
-        "method": {"type": "supervised"},
-        "metadata": {"team": "ml"},
-    }
-    xcoms = {}
+    xcoms, served = {}, {}
     for mode in MODES:
         # The same job, scripted afresh: it is queued, then running, then done in every run.
-        connected_gateway.set_job(
+        scripted = connected_gateway.set_job(
             job_id,
             statuses=("queued", "running", "succeeded"),
             trained_tokens=99_000,
@@ -178,10 +159,18 @@ def test_the_xcom_is_identical_in_every_mode_for_the_same_job(example_module, co
         assert run.state == "success", mode
         assert_mode_was_used(mode, output)
         xcoms[mode] = xcom_value(run, SENSOR)
+        served[mode] = scripted.render(len(scripted.statuses) - 1)  # the document of the last poll
 
-    assert xcoms["poke"] == expected
-    assert xcoms["deferrable"] == xcoms["poke"]
+    assert served["poke"] == served["reschedule"] == served["deferrable"]
+    assert xcoms["poke"] == served["poke"]  # the job exactly as the gateway sent it
     assert xcoms["reschedule"] == xcoms["poke"]
+    assert xcoms["deferrable"] == xcoms["poke"]
+    assert xcoms["poke"]["id"] == job_id
+    assert xcoms["poke"]["status"] == "succeeded"
+    assert xcoms["poke"]["fine_tuned_model"] == f"ft:gpt-4o-mini-2024-07-18:tfy::{job_id}"
+    assert xcoms["poke"]["trained_tokens"] == 99_000
+    assert xcoms["poke"]["result_files"] == ["file-result-pinned"]
+    assert xcoms["poke"]["metadata"] == {"team": "ml"}
 
 
 # ------------------------------------------------------------------------------------------
