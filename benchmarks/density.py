@@ -9,7 +9,7 @@ Sides, each run in a ``fork()`` of this worker, so each starts from the same war
 owns its RSS high-water mark:
 
 * ``ours``: :class:`TrueFoundryFineTuningJobTrigger` instances, their ``run()`` iterated as the
-  triggerer does (shared httpx pool per event loop).
+  triggerer does (shared aiohttp pool per event loop).
 * ``to_thread``: the anchor providers' pattern, a trigger-like coroutine that calls the sync
   hook's ``get_fine_tuning_job`` through ``asyncio.to_thread`` each poll, with the event loop's
   default thread pool (``min(32, cpus + 4)`` threads).

@@ -24,7 +24,7 @@ SENSOR_MODULE = "airflow_provider_tfy.sensors.fine_tuning"
 HEAVY = (
     "requests",
     "tenacity",
-    "httpx",
+    "aiohttp",
     "urllib3",
     "airflow_provider_tfy.hooks.truefoundry",
     "airflow_provider_tfy.triggers.fine_tuning",

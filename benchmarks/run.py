@@ -72,7 +72,7 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration, ValueError):
         pass
     versions: dict[str, str | None] = {}
-    for dist in ("apache-airflow", "airflow-provider-tfy", "httpx", "httpcore", "requests", "tenacity"):
+    for dist in ("apache-airflow", "airflow-provider-tfy", "aiohttp", "requests", "tenacity"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
