@@ -14,7 +14,9 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryAPIError,
     TrueFoundryAuthError,
     TrueFoundryConfigError,
+    TrueFoundryConnectionError,
     TrueFoundryError,
+    TrueFoundryResponseError,
 )
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 
@@ -28,6 +30,8 @@ _ERROR_KINDS: dict[str, type[TrueFoundryError]] = {
     "not_found": FineTuningJobNotFound,
     "config": TrueFoundryConfigError,
     "api": TrueFoundryAPIError,
+    "response": TrueFoundryResponseError,
+    "connection": TrueFoundryConnectionError,
     "other": TrueFoundryError,
 }
 

@@ -8,6 +8,7 @@ two can never disagree on what an answer means.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import ipaddress
 import json
@@ -48,6 +49,8 @@ MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
 BODY_EXCERPT_CHARS = 300
 MAX_JOB_ID_LENGTH = 256
+# A job is a few KB; a body past this is not one, and must not fill a worker's memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 HEADER_NAMES = {
     "provider_name": "x-tfy-provider-name",
@@ -363,6 +366,15 @@ class Request:
     read_timeout: float
 
     @property
+    def deadline(self) -> float:
+        """Seconds the whole exchange may take: the connection's ``timeout``, as documented.
+
+        The read timeout alone bounds each socket read; a server trickling bytes could otherwise
+        hold a call for ever.
+        """
+        return self.read_timeout
+
+    @property
     def target(self) -> str:
         """``METHOD url``, safe to log."""
         return f"{self.method} {self.url}"
@@ -554,7 +566,30 @@ def read_job_response(
             f"(cut off, or a proxy's page?): {excerpt(body, config.api_key, 120)!r}. Retrying may help.",
             retryable=True,
         ) from None
-    return parse_job(data)
+    return _without_secret(parse_job(data), config.api_key)
+
+
+def _without_secret(job: FineTuningJob, secret: str) -> FineTuningJob:
+    """The job with its ``error`` cut short and any echo of the key redacted.
+
+    The gateway's error text travels into exceptions, logs, trigger events and XCom; a gateway
+    that echoes the request (or a huge message) must not carry the key or megabytes there.
+    """
+    if job.error is None:
+        return job
+    error = FineTuningJobError(
+        **{
+            name: excerpt(value, secret) if value else value
+            for name, value in (
+                ("code", job.error.code),
+                ("message", job.error.message),
+                ("param", job.error.param),
+            )
+        }
+    )
+    raw = dict(job.raw)
+    raw["error"] = {"code": error.code, "message": error.message, "param": error.param}
+    return dataclasses.replace(job, error=error, raw=raw)
 
 
 def read_list_response(
@@ -570,6 +605,33 @@ def transport_error(request: Request, reason: str, *, timed_out: bool = False) -
     return TrueFoundryConnectionError(
         f"The gateway {what} for {request.target} ({reason}). This is usually temporary; if it "
         "persists, check the connection's gateway base URL and the network."
+    )
+
+
+def body_too_large(request: Request) -> TrueFoundryConnectionError:
+    """The error for an answer whose body is far larger than any job."""
+    return transport_error(request, f"the body is larger than {MAX_BODY_BYTES} bytes")
+
+
+def tls_error(request: Request, reason: str) -> TrueFoundryConnectionError:
+    """The error for a gateway whose TLS certificate failed verification: not retried.
+
+    A certificate that does not verify will not start verifying within a wait, and retrying a
+    possible interception only sends the key again.
+    """
+    error = TrueFoundryConnectionError(
+        f"TLS verification failed for {request.target} ({reason[:200]}). Check the gateway's "
+        "certificate, or give the connection's extra 'verify' the path of the CA bundle that signs it."
+    )
+    error.retryable = False
+    return error
+
+
+def ca_bundle_error(verify: bool | str, reason: str) -> TrueFoundryConfigError:
+    """The error for a ``verify`` CA bundle path that cannot be loaded."""
+    return TrueFoundryConfigError(
+        f"The connection's extra 'verify' names the CA bundle {verify!r}, which could not be loaded "
+        f"({reason[:200]}); give the path of a PEM file readable by Airflow's workers and triggerer."
     )
 
 
@@ -615,11 +677,7 @@ def parse_job(data: Any) -> FineTuningJob:
     for name in ("id", "status"):
         value = data.get(name)
         if not isinstance(value, str) or not value:
-            problem = (
-                "is missing"
-                if value is None
-                else f"is {_json_type(value)} {value!r:.40}, not a non-empty string"
-            )
+            problem = "is missing" if value is None else f"is {_json_type(value)}, not a non-empty string"
             raise _bad_job(f"field {name!r} {problem}")
     values: dict[str, Any] = {}
     for name, (types, nullable) in _FIELDS.items():
@@ -632,7 +690,8 @@ def parse_job(data: Any) -> FineTuningJob:
             raise _bad_job(f"field {name!r} is {_json_type(value)}, expected {_json_type(types[0]())}")
         values[name] = value
     if values.get("object", "fine_tuning.job") != "fine_tuning.job":
-        raise _bad_job(f"field 'object' is {values['object']!r}, expected 'fine_tuning.job'")
+        # The value is not quoted: a misbehaving gateway could echo anything there, even the key.
+        raise _bad_job(f"field 'object' is not 'fine_tuning.job' ({len(values['object'])} characters)")
     _check_items(values, "result_files", str)
     _check_items(values, "integrations", dict)
     metadata = values.get("metadata")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -144,6 +145,7 @@ class TrueFoundryHook(BaseHook):
         return True, f"Connected to the TrueFoundry gateway at {config.base_url}; the API key was accepted."
 
     def _send(self, request: protocol.Request) -> tuple[int, dict[str, str], bytes]:
+        deadline = time.monotonic() + request.deadline
         try:
             response = self.session.request(
                 request.method,
@@ -152,13 +154,37 @@ class TrueFoundryHook(BaseHook):
                 timeout=(request.connect_timeout, request.read_timeout),
                 allow_redirects=False,
                 verify=self.config.verify,
+                stream=True,
             )
-            body = response.content
+            with response:
+                body = self._read_body(response, request, deadline)
+        except requests.exceptions.SSLError as err:
+            raise protocol.tls_error(request, _reason(err)) from None
         except requests.Timeout as err:
             raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
             raise protocol.transport_error(request, _reason(err)) from None
+        except OSError as err:  # requests' own errors are OSErrors too, hence last
+            if isinstance(self.config.verify, str):
+                raise protocol.ca_bundle_error(self.config.verify, str(err)) from None
+            raise protocol.transport_error(request, _reason(err)) from None
         return response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
+
+    @staticmethod
+    def _read_body(response: requests.Response, request: protocol.Request, deadline: float) -> bytes:
+        # The read timeout bounds each socket read only; this bounds the whole body, so a server
+        # that trickles bytes cannot hold a worker forever, and a runaway body cannot fill memory.
+        # read1 returns whatever one socket read brings, so the deadline is checked that often.
+        read = getattr(response.raw, "read1", None) or response.raw.read
+        chunks, size = [], 0
+        while chunk := read(64 * 1024, decode_content=True):
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                raise protocol.transport_error(request, "the body did not arrive in time", timed_out=True)
+            if size > protocol.MAX_BODY_BYTES:
+                raise protocol.body_too_large(request)
+        return b"".join(chunks)
 
     def _with_retries(self, call: Callable[[], T]) -> T:
         policy = self.retry_policy

@@ -13,14 +13,19 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
+    timezone,
 )
 
 from airflow_provider_tfy.exceptions import FineTuningJobCancelled, FineTuningJobFailed, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
+from airflow_provider_tfy.version_compat import AirflowRescheduleException, run_parent_execute
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -108,6 +113,7 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
         self.hook_params = dict(hook_params or {})
         self.deferrable = deferrable
         self._last_status: str | None = None
+        self._not_before = 0.0  # monotonic time before which the gateway asked us not to call
 
     @cached_property
     def hook(self) -> TrueFoundryHook:
@@ -129,6 +135,8 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """Ask the gateway once; done on success, raise on failure or cancellation."""
+        if time.monotonic() < self._not_before:
+            return False  # still inside the gateway's Retry-After
         try:
             job = self.hook.get_fine_tuning_job(self.job_id, **self.header_overrides)
         except TrueFoundryError as err:
@@ -136,17 +144,37 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
                 raise
             # The hook already retried; one bad minute must not fail a multi-hour wait.
             self.log.warning("Could not read fine-tuning job %r, will try again: %s", self.job_id, err)
+            self._respect_retry_after(getattr(err, "retry_after", None))
             return False
         self._log_progress(job)
         xcom = finish(job)
         return PokeReturnValue(is_done=True, xcom_value=xcom) if xcom is not None else False
 
+    def _respect_retry_after(self, retry_after: float | None) -> None:
+        # A Retry-After longer than the hook will sleep inside one call: do not ask again sooner.
+        if not retry_after:
+            return
+        if self.reschedule and not self.deferrable and not getattr(self, "never_fail", False):
+            # Each reschedule is a new process that would forget; ask Airflow to come back later.
+            # (BaseSensorOperator turns any exception into a skip under never_fail: not there.)
+            wait = min(retry_after, self.timeout)
+            raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=wait))
+        self._not_before = time.monotonic() + retry_after
+
     def execute(self, context: Context) -> Any:
         """Poke, reschedule or defer according to ``mode`` and ``deferrable``."""
         if not self.deferrable:
-            return super().execute(context)
-        # A job that is already finished never needs the triggerer.
-        result = self.poke(context)
+            return run_parent_execute(super(), context)
+        try:
+            # A job that is already finished never needs the triggerer.
+            result = self.poke(context)
+            # Validate the header arguments before they are stored with the trigger.
+            overrides = self._checked_header_overrides()
+        except (AirflowFailException, AirflowSensorTimeout, AirflowTaskTimeout) as err:
+            # The same soft_fail/never_fail handling poke mode gets from BaseSensorOperator.execute.
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(f"Skipping: {err}") from err
+            raise
         if result:
             return result.xcom_value if isinstance(result, PokeReturnValue) else None
         from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
@@ -160,11 +188,17 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
                 deadline=time.time() + self.timeout,
                 hook_params=self.hook_params,
                 last_status=self._last_status,
-                **self.header_overrides,
+                **overrides,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
+
+    def _checked_header_overrides(self) -> dict[str, Any]:
+        from airflow_provider_tfy.protocol import header_options
+
+        options = header_options(**self.header_overrides)
+        return {name: getattr(options, name) for name in self.header_overrides}
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Finish a deferred wait: same XCom and same exceptions as poke mode."""
@@ -177,9 +211,8 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(event.get("message") or f"Timed out waiting for job {self.job_id!r}.")
         if status == events.ERROR:
             raise events.error_from_event(event)
-        job = parse_job(event["job"])
-        self._log_progress(job)
-        return finish(job)
+        # The trigger already logged the final status in this task's log; do not repeat it.
+        return finish(parse_job(event["job"]))
 
     def _log_progress(self, job: FineTuningJob) -> None:
         # Log changes, not every poke: an hours-long wait should leave a readable log.

@@ -58,7 +58,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         provider_model: str | None = None,
         vertex_storage_bucket_name: str | None = None,
         file_purpose: str | None = None,
-        metadata: dict[str, str] | None = None,
+        metadata: dict[str, str] | str | None = None,
         last_status: str | None = None,
     ) -> None:
         super().__init__()
@@ -71,7 +71,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.provider_model = provider_model
         self.vertex_storage_bucket_name = vertex_storage_bucket_name
         self.file_purpose = file_purpose
-        self.metadata = dict(metadata) if metadata else None
+        self.metadata = metadata
         self.last_status = last_status
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -113,42 +113,54 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
             yield TriggerEvent(events.error_event(self.job_id, err))
             return
 
-        failures = 0
-        async with shared_clients.client(config) as client:
-            while True:
-                try:
-                    answer = await send(client, request)
-                    job = protocol.read_job_response(config, request, *answer, job_id=self.job_id)
-                except TrueFoundryError as err:
-                    if not err.retryable:
-                        yield TriggerEvent(events.error_event(self.job_id, err))
-                        return
-                    failures += 1
-                    wait = policy.wait_after_failure(failures, err, self.poll_interval)
-                    self.log.warning(
-                        "Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait
-                    )
-                else:
-                    failures = 0
-                    if job.status != self.last_status:
-                        self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
-                        self.last_status = job.status
-                    if job.outcome is not JobOutcome.IN_PROGRESS:
-                        yield TriggerEvent(events.job_event(job))
-                        return
-                    wait = self.poll_interval
-                remaining = self.deadline - time.time()
-                if remaining <= 0:
-                    yield TriggerEvent(
-                        events.timeout_event(
-                            self.job_id,
-                            f"Fine-tuning job {self.job_id!r} did not finish before the sensor's timeout "
-                            f"(last status: {self.last_status or 'unknown'}).",
-                        )
-                    )
+        try:
+            async with shared_clients.client(config) as session:
+                async for event in self._poll(session, config, request, policy):
+                    yield event
                     return
-                # Never sleep past the deadline: the last poll happens at it, not after it.
-                await asyncio.sleep(min(wait, remaining))
+        except TrueFoundryError as err:  # the pool itself could not open (a bad CA bundle)
+            yield TriggerEvent(events.error_event(self.job_id, err))
+
+    async def _poll(
+        self,
+        session: aiohttp.ClientSession,
+        config: protocol.GatewayConfig,
+        request: protocol.Request,
+        policy: protocol.RetryPolicy,
+    ) -> AsyncIterator[TriggerEvent]:
+        failures = 0
+        while True:
+            try:
+                answer = await send(session, request)
+                job = protocol.read_job_response(config, request, *answer, job_id=self.job_id)
+            except TrueFoundryError as err:
+                if not err.retryable:
+                    yield TriggerEvent(events.error_event(self.job_id, err))
+                    return
+                failures += 1
+                wait = policy.wait_after_failure(failures, err, self.poll_interval)
+                self.log.warning("Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait)
+            else:
+                failures = 0
+                if job.status != self.last_status:
+                    self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
+                    self.last_status = job.status
+                if job.outcome is not JobOutcome.IN_PROGRESS:
+                    yield TriggerEvent(events.job_event(job))
+                    return
+                wait = self.poll_interval
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                yield TriggerEvent(
+                    events.timeout_event(
+                        self.job_id,
+                        f"Fine-tuning job {self.job_id!r} did not finish before the sensor's timeout "
+                        f"(last status: {self.last_status or 'unknown'}).",
+                    )
+                )
+                return
+            # Never sleep past the deadline: the last poll happens at it, not after it.
+            await asyncio.sleep(min(wait, remaining))
 
     async def _config(self) -> protocol.GatewayConfig:
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
@@ -166,10 +178,10 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
 async def send(
     session: aiohttp.ClientSession, request: protocol.Request
 ) -> tuple[int, dict[str, str], bytes]:
-    """Send one request; map transport failures to the protocol's retryable error."""
+    """Send one request; map transport failures to the protocol's errors."""
     timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=None,  # waiting for a pooled connection is queueing, not a network hang
+        # The whole exchange, pool wait included: a server trickling bytes cannot outlast it.
+        total=request.deadline,
         sock_connect=request.connect_timeout,
         sock_read=request.read_timeout,
     )
@@ -177,8 +189,14 @@ async def send(
         async with session.request(
             request.method, request.url, headers=request.headers, timeout=timeout, allow_redirects=False
         ) as response:
-            body = await response.read()
+            body = await response.content.read(protocol.MAX_BODY_BYTES + 1)
+            if len(body) > protocol.MAX_BODY_BYTES:
+                raise protocol.transport_error(
+                    request, f"the body is larger than {protocol.MAX_BODY_BYTES} bytes"
+                )
             return response.status, {k.lower(): v for k, v in response.headers.items()}, body
+    except aiohttp.ClientSSLError as err:
+        raise protocol.tls_error(request, f"{type(err).__name__}: {err}") from None
     except TimeoutError as err:  # aiohttp's timeouts subclass it
         raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
     except aiohttp.ClientError as err:
@@ -241,11 +259,14 @@ class SharedClients:
 
 def _transport_settings(config: protocol.GatewayConfig) -> tuple[ssl.SSLContext | bool, str | None]:
     verify = config.verify
-    context: ssl.SSLContext | bool = (
-        False
-        if verify is False
-        else ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    )
+    try:
+        context: ssl.SSLContext | bool = (
+            False
+            if verify is False
+            else ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        )
+    except (OSError, ssl.SSLError) as err:
+        raise protocol.ca_bundle_error(verify, str(err)) from None
     parts = urlsplit(config.origin)
     proxy = None
     if not urllib.request.proxy_bypass(parts.hostname or ""):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from compat_helpers import airflow_cli_json
+from compat_helpers import AIRFLOW_3, airflow_cli_json
 
 import airflow_provider_tfy
 from airflow_provider_tfy.provider_info import CONN_TYPE, HOOK_CLASS, HOOK_NAME
@@ -60,3 +60,15 @@ def test_providers_manager_lists_the_trigger() -> None:
     ours = [t for t in ProvidersManager().trigger if t.package_name == PACKAGE]
 
     assert [t.trigger_class_name for t in ours] == ["airflow_provider_tfy.triggers.fine_tuning"]
+
+
+def test_airflow_plugins_lists_the_plugin() -> None:
+    # Loaded from the package's ``airflow.plugins`` entry point by every version; only Airflow 3's
+    # API server has middlewares to install (Airflow 2 ignores the attribute).
+    plugins = {p["name"]: p for p in airflow_cli_json("plugins")}
+
+    plugin = plugins["truefoundry"]
+    assert "airflow_provider_tfy.plugins:TrueFoundryPlugin" in plugin["source"]
+    if AIRFLOW_3:
+        middlewares = [m["middleware"] for m in plugin["fastapi_root_middlewares"]]
+        assert middlewares == ["airflow_provider_tfy.plugins.TestConnectionPortFix"]

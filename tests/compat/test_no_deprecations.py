@@ -68,10 +68,10 @@ def test_the_detector_sees_warnings_our_code_causes() -> None:
 
     fake_module = str(PACKAGE_DIR / "_not_a_real_module.py")
     with collect_provider_warnings() as found:
-        warnings.warn("not ours", DeprecationWarning, stacklevel=1)
+        warnings.warn("a control warning that is not ours", DeprecationWarning, stacklevel=1)
         exec(compile("compat_layer()", fake_module, "exec"), {"compat_layer": compat_layer})
         exec(compile("import warnings; warnings.warn('direct', FutureWarning)", fake_module, "exec"))
         warnings.warn("airflow_provider_tfy.hooks uses something old", DeprecationWarning, stacklevel=1)
 
     assert len(found) == 3, found
-    assert all("not ours" not in f for f in found)
+    assert all("not ours" not in f for f in found), found

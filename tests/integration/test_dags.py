@@ -47,16 +47,6 @@ DEFERRED_LINE = "Pausing task as DEFERRED"
 RESCHEDULE_LINE = "marking task as UP_FOR_RESCHEDULE"
 SKIPPED_LINE = "Skipping task."
 
-DEFERRABLE_SOFT_FAIL_BUG = (
-    "BUG: in deferrable mode TrueFoundryFineTuningJobSensor.execute() calls self.poke() outside "
-    "BaseSensorOperator.execute(), so soft_fail/never_fail are ignored when the first poke fails "
-    "(404, 401/403, job already failed or cancelled): the task fails instead of being skipped"
-)
-LOG_ONCE_DEFERRABLE_BUG = (
-    "BUG: execute_complete() logs the final status again on the resumed sensor (_last_status is "
-    "None there), after the trigger already logged it: the final status line appears twice"
-)
-
 
 def assert_mode_was_used(mode: str, output: str) -> None:
     """The run really waited the way its mode says (so a parametrised case is not a copy)."""
@@ -241,8 +231,6 @@ def test_an_outage_longer_than_the_timeout_times_the_sensor_out(connected_gatewa
 def test_an_unknown_job_fails_without_retries_or_skips_with_soft_fail(
     request, connected_gateway, capfd, mode, soft_fail
 ):
-    if mode == "deferrable" and soft_fail:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=DEFERRABLE_SOFT_FAIL_BUG))
     job_id = "ftjob-unknown"
     dag = build_sensor_dag(
         "tfy_not_found", soft_fail=soft_fail, retries=2, retry_delay=timedelta(0), **MODES[mode]
@@ -341,12 +329,7 @@ def test_the_job_id_can_come_from_an_upstream_tasks_xcom(connected_gateway, api_
         # Documented (README, Logging): each reschedule is a fresh run of the sensor, so the current
         # status is logged once per reschedule: once per poke here, but never twice in one poke.
         pytest.param("reschedule", 3, id="reschedule"),
-        pytest.param(
-            "deferrable",
-            1,
-            id="deferrable",
-            marks=pytest.mark.xfail(strict=True, reason=LOG_ONCE_DEFERRABLE_BUG),
-        ),
+        pytest.param("deferrable", 1, id="deferrable"),
     ],
 )
 def test_each_status_change_is_logged_once_not_per_poke(connected_gateway, capfd, mode, running_lines):

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
-from ._support import CONN_ENV, connection_json, free_port, new_key
+from ._support import CONN_ENV, CONN_ID, connection_json, free_port, new_key
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -37,7 +37,5 @@ def gateway(api_key: str) -> Iterator[GatewaySimulator]:
 @pytest.fixture
 def gateway_conn(gateway: GatewaySimulator, api_key: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The connection id of an Airflow connection pointing at ``gateway``."""
-    from ._support import CONN_ID
-
     monkeypatch.setenv(CONN_ENV, connection_json(gateway.url, api_key))
     return CONN_ID

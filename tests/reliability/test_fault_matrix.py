@@ -70,7 +70,7 @@ class Ctx:
     sim: GatewaySimulator
     stack: ExitStack
     on_start: list[Callable[[], None]] = field(default_factory=list)
-    # Wall-clock time before which the gateway asked not to be called again (Retry-After).
+    # From when a 429 was served, the wall-clock time before which Retry-After forbids a request.
     not_before: Callable[[float], float] | None = None
 
 
@@ -94,7 +94,7 @@ class Scenario:
         if self.outcome == TIMEOUT:
             return "sensor timeout (`AirflowSensorTimeout`)"
         assert self.error is not None
-        return f"failed at once (`{self.error.__name__}`)"
+        return f"failed (`{self.error.__name__}`)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,8 +264,8 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "slower_than_read_timeout",
-        f"Gateway answers after 1 s, read timeout {HOOK_PARAMS['timeout']:g} s",
-        job(Fault.delay(1.0)),
+        f"Gateway answers after {2 * HOOK_PARAMS['timeout']:g} s, read timeout {HOOK_PARAMS['timeout']:g} s",
+        job(Fault.delay(2 * HOOK_PARAMS["timeout"])),
         SUCCESS,
         4,
         reschedule=True,
@@ -402,27 +402,26 @@ SCENARIOS: list[Scenario] = [
 
 def fault_matrix_markdown() -> str:
     """The README's fault-matrix table, generated from :data:`SCENARIOS`."""
+    params = ", ".join(f"{name}={value:g}" for name, value in HOOK_PARAMS.items())
     intro = (
-        f"Every row runs in poke and deferrable mode, most in reschedule mode too, with "
-        f"`poke_interval={POKE_INTERVAL:g}` and `hook_params={HOOK_PARAMS}`; "
-        "requests are those the gateway saw for the job (`tests/reliability/test_fault_matrix.py`)."
+        f"Sensor with `poke_interval={POKE_INTERVAL:g}` and `hook_params` `{params}`; requests are "
+        "those the gateway saw for the job, asserted in `tests/reliability/test_fault_matrix.py`."
     )
-    rows = [[row.scenario, row.outcome_text, f"≤ {row.max_requests}"] for row in SCENARIOS]
-    return intro + "\n\n" + markdown_table(["Scenario", "Outcome", "Requests"], rows)
+    rows = [
+        [
+            row.scenario,
+            row.outcome_text,
+            f"≤ {row.max_requests}",
+            ", ".join(mode for mode in MODES if mode != "reschedule" or row.reschedule),
+        ]
+        for row in SCENARIOS
+    ]
+    return intro + "\n\n" + markdown_table(["Scenario", "Outcome", "Requests", "Modes"], rows)
 
 
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-
-_RESPONSE_ERROR_IN_DEFERRABLE = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: events.error_event files TrueFoundryResponseError under kind 'other', so the "
-        "deferred path raises a bare TrueFoundryError where poke mode raises "
-        "TrueFoundryResponseError"
-    ),
-)
 
 
 def _params() -> Iterator[Any]:
@@ -430,9 +429,7 @@ def _params() -> Iterator[Any]:
         for mode in MODES:
             if mode == "reschedule" and not row.reschedule:
                 continue
-            marks = []
-            if mode == "deferrable" and row.error is TrueFoundryResponseError:
-                marks.append(_RESPONSE_ERROR_IN_DEFERRABLE)
+            marks: list[Any] = []
             yield pytest.param(row, mode, id=f"{row.name}-{mode}", marks=marks)
 
 
@@ -520,16 +517,8 @@ def test_fault_matrix(
 @pytest.mark.parametrize(
     "mode",
     [
-        pytest.param(
-            "poke",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "BUG: in poke (and reschedule) mode a Retry-After over the 60 s cap is dropped: the "
-                    "sensor asks again at its next poke, while the trigger honours it in full"
-                ),
-            ),
-        ),
+        "poke",
+        "reschedule",
         "deferrable",
     ],
 )

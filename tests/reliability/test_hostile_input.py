@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,6 +25,7 @@ from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSen
 from airflow_provider_tfy.testing import GatewaySimulator
 from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
+from . import _support
 from ._support import (
     CONN_ENV,
     CONN_ID,
@@ -272,21 +274,11 @@ def _via_trigger(case: Case) -> dict[str, Any]:
 PATHS: dict[str, Callable[[Case], Any]] = {"hook": _via_hook, "trigger": _via_trigger}
 
 
-_TRIGGER_COERCES_METADATA = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "BUG: TrueFoundryFineTuningJobTrigger.__init__ runs dict(metadata) before any validation, "
-        "so metadata that is not a mapping raises a bare ValueError instead of a config error event"
-    ),
-)
-
-
 def _params() -> list[Any]:
     params = []
     for case in CASES:
         for path in PATHS:
-            marks = [_TRIGGER_COERCES_METADATA] if (case.name, path) == ("metadata_list", "trigger") else []
+            marks: list[Any] = []
             params.append(pytest.param(case, path, id=f"{case.name}-{path}", marks=marks))
     return params
 
@@ -378,16 +370,7 @@ def test_job_id_template_rendering_to_empty_fails_before_any_request(
     "mode",
     [
         "poke",
-        pytest.param(
-            "deferrable",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "BUG: metadata given as JSON text (accepted by the hook) crashes the deferral: "
-                    "TrueFoundryFineTuningJobTrigger.__init__ runs dict('{...}') -> ValueError"
-                ),
-            ),
-        ),
+        "deferrable",
     ],
 )
 def test_metadata_rendered_as_json_text_reaches_the_gateway_in_every_mode(
@@ -431,3 +414,20 @@ def test_hostile_input_table_in_readme() -> None:
 def test_case_names_are_unique() -> None:
     names = [case.name for case in CASES]
     assert len(names) == len(set(names))
+
+
+def test_the_readme_check_skips_without_markers_and_fails_on_a_stale_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = tmp_path / "README.md"
+    monkeypatch.setattr(_support, "README", readme)
+    table = hostile_input_markdown()
+    readme.write_text("# Title\n", encoding="utf-8")
+    with pytest.raises(pytest.skip.Exception):
+        check_readme_block("hostile-input", table)
+    stale = table.replace("| 0 |", "| 2 |", 1)
+    readme.write_text(f"x\n<!-- hostile-input:start -->\n{stale}\n<!-- hostile-input:end -->\ny\n", "utf-8")
+    with pytest.raises(AssertionError, match="out of date"):
+        check_readme_block("hostile-input", table)
+    readme.write_text(f"x\n<!-- hostile-input:start -->\n{table}\n<!-- hostile-input:end -->\ny\n", "utf-8")
+    check_readme_block("hostile-input", table)

@@ -326,9 +326,10 @@ def test_tls_verification_refuses_an_unknown_ca_by_default(
         with pytest.raises(TrueFoundryConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             _hook().get_fine_tuning_job("ftjob-tls")
     else:
-        # The trigger waits through transport errors; it must still never get an answer.
+        # A certificate that fails verification is not retried: the wait ends at once.
         event = first_event(_trigger("ftjob-tls", deadline_in=1.0))
-        assert event["status"] == "timeout"
+        assert event["status"] == "error"
+        assert "TLS verification failed" in event["message"]
     assert tls_gateway.requests == 0, "an HTTP request got through an unverified TLS session"
 
 
@@ -380,22 +381,13 @@ def test_a_cleared_verify_field_keeps_verification_on(
         with pytest.raises(TrueFoundryConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             _hook().get_fine_tuning_job("ftjob-tls")
     else:
-        assert first_event(_trigger("ftjob-tls", deadline_in=1.0))["status"] == "timeout"
+        event = first_event(_trigger("ftjob-tls", deadline_in=1.0))
+        assert event["status"] == "error"
+        assert "TLS verification failed" in event["message"]
     assert tls_gateway.requests == 0, "an HTTP request got through an unverified TLS session"
 
 
-_MISSING_CA = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a 'verify' CA path that does not exist is not checked: the hook lets requests' bare "
-        "OSError escape, the trigger crashes with FileNotFoundError instead of a config error event"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "path", [pytest.param("hook", marks=_MISSING_CA), pytest.param("trigger", marks=_MISSING_CA)]
-)
+@pytest.mark.parametrize("path", ["hook", "trigger"])
 def test_a_missing_ca_bundle_is_a_config_error_before_any_request(
     path: str, gateway: GatewaySimulator, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -563,13 +555,6 @@ def _finishes_within(seconds: float, call: Any) -> bool:
     return done.wait(seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the read timeout is per socket read, and the hook has no overall deadline per attempt: "
-        "a gateway (or proxy) that trickles a byte faster than the timeout keeps the call open forever"
-    ),
-)
 def test_a_gateway_that_trickles_its_body_cannot_hang_the_hook(
     api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -582,13 +567,6 @@ def test_a_gateway_that_trickles_its_body_cannot_hang_the_hook(
         server.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: triggers.fine_tuning.send has no overall deadline per request either: a trickling "
-        "body keeps the trigger past its own deadline"
-    ),
-)
 def test_a_gateway_that_trickles_its_body_cannot_hang_the_trigger(
     api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,8 +70,8 @@ def test_timeout_event() -> None:
         pytest.param(TrueFoundryConfigError("bad job id"), "config", None, True, id="config"),
         pytest.param(TrueFoundryAPIError("bad request", status_code=400), "api", 400, False, id="api-400"),
         pytest.param(TrueFoundryAPIError("redirect", status_code=302), "api", 302, False, id="api-302"),
-        pytest.param(TrueFoundryResponseError("not a job"), "other", None, False, id="response"),
-        pytest.param(TrueFoundryConnectionError("down"), "other", None, False, id="connection"),
+        pytest.param(TrueFoundryResponseError("not a job"), "response", None, False, id="response"),
+        pytest.param(TrueFoundryConnectionError("down"), "connection", None, False, id="connection"),
         pytest.param(TrueFoundryError("generic"), "other", None, False, id="generic"),
     ],
 )
