@@ -10,13 +10,7 @@ from typing import Any
 
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
-__all__ = ["AIRFLOW_V_3_0_PLUS", "AirflowRescheduleException", "run_parent_execute"]
-
-# The compat provider does not map this one: Airflow 3 moved it to the task SDK.
-if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk.exceptions import AirflowRescheduleException
-else:  # pragma: no cover - Airflow 2
-    from airflow.exceptions import AirflowRescheduleException
+__all__ = ["AIRFLOW_V_3_0_PLUS", "run_parent_execute"]
 
 
 def run_parent_execute(parent: Any, context: Any) -> Any:

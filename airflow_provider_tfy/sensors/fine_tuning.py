@@ -20,12 +20,11 @@ from airflow.providers.common.compat.sdk import (
     BaseSensorOperator,
     PokeReturnValue,
     conf,
-    timezone,
 )
 
 from airflow_provider_tfy.exceptions import FineTuningJobCancelled, FineTuningJobFailed, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
-from airflow_provider_tfy.version_compat import AirflowRescheduleException, run_parent_execute
+from airflow_provider_tfy.version_compat import run_parent_execute
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -113,7 +112,7 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
         self.hook_params = dict(hook_params or {})
         self.deferrable = deferrable
         self._last_status: str | None = None
-        self._not_before = 0.0  # monotonic time before which the gateway asked us not to call
+        self._retry_after = 0.0  # seconds the gateway asked us to wait before the next call
 
     @cached_property
     def hook(self) -> TrueFoundryHook:
@@ -135,8 +134,7 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """Ask the gateway once; done on success, raise on failure or cancellation."""
-        if time.monotonic() < self._not_before:
-            return False  # still inside the gateway's Retry-After
+        self._retry_after = 0.0
         try:
             job = self.hook.get_fine_tuning_job(self.job_id, **self.header_overrides)
         except TrueFoundryError as err:
@@ -151,15 +149,14 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=xcom) if xcom is not None else False
 
     def _respect_retry_after(self, retry_after: float | None) -> None:
-        # A Retry-After longer than the hook will sleep inside one call: do not ask again sooner.
-        if not retry_after:
-            return
-        if self.reschedule and not self.deferrable and not getattr(self, "never_fail", False):
-            # Each reschedule is a new process that would forget; ask Airflow to come back later.
-            # (BaseSensorOperator turns any exception into a skip under never_fail: not there.)
-            wait = min(retry_after, self.timeout)
-            raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=wait))
-        self._not_before = time.monotonic() + retry_after
+        # A Retry-After longer than the hook sleeps inside one call: the next poke waits for it.
+        self._retry_after = min(retry_after or 0.0, self.timeout)
+
+    def _get_next_poke_interval(self, started_at: Any, run_duration: Any, poke_count: int) -> float:
+        # BaseSensorOperator asks this after its timeout check, in poke and reschedule modes alike,
+        # so honouring Retry-After here keeps the sensor's own timeout in force.
+        interval = super()._get_next_poke_interval(started_at, run_duration, poke_count)
+        return max(interval, self._retry_after)
 
     def execute(self, context: Context) -> Any:
         """Poke, reschedule or defer according to ``mode`` and ``deferrable``."""

@@ -18,9 +18,6 @@ DIRECT_IMPORTS_ALLOWED = {
     # The compat provider has no BaseTrigger/TriggerEvent: the module is the same, and not
     # deprecated, on 2.11, 3.1 and 3.3 (the trigger runs in the triggerer, not the task SDK).
     "airflow.triggers.base": "airflow_provider_tfy/triggers/fine_tuning.py",
-    # Not in the compat provider's map; imported per version in our version module.
-    "airflow.sdk.exceptions": "airflow_provider_tfy/version_compat.py",
-    "airflow.exceptions": "airflow_provider_tfy/version_compat.py",
 }
 
 
