@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import tenacity
+import urllib3
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_tfy import protocol
@@ -177,7 +178,7 @@ class TrueFoundryHook(BaseHook):
         # read1 returns whatever one socket read brings, so the deadline is checked that often.
         read = getattr(response.raw, "read1", None) or response.raw.read
         chunks, size = [], 0
-        while chunk := read(64 * 1024, decode_content=True):
+        while chunk := _read_chunk(read, request):
             chunks.append(chunk)
             size += len(chunk)
             if time.monotonic() > deadline:
@@ -249,6 +250,16 @@ class TrueFoundryHook(BaseHook):
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Return the hidden, relabelled and placeholder fields (Airflow before 3.2)."""
         return ui_field_behaviour()
+
+
+def _read_chunk(read: Callable[..., bytes], request: protocol.Request) -> bytes:
+    # Reading the raw stream bypasses requests' own wrapping of urllib3's errors: map them here.
+    try:
+        return read(64 * 1024, decode_content=True)
+    except urllib3.exceptions.ReadTimeoutError as err:
+        raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
+    except urllib3.exceptions.HTTPError as err:  # a cut-off body, a reset, a bad encoding
+        raise protocol.transport_error(request, _reason(err)) from None
 
 
 def _reason(err: BaseException) -> str:

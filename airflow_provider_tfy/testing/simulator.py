@@ -183,41 +183,15 @@ class GatewaySimulator:
             faults=faults,
         )
 
-    def set_job(
-        self,
-        job_id: str,
-        statuses: Sequence[str] = ("queued", "running", "succeeded"),
-        polls_per_status: int = 1,
-        seconds_per_status: float | None = None,
-        error: Mapping[str, Any] | None = None,
-        fine_tuned_model: str | None = None,
-        model: str = DEFAULT_MODEL,
-        trained_tokens: int | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_fields: Mapping[str, Any] | None = None,
-        faults: Iterable[Fault] = (),
-    ) -> ScriptedJob:
+    def set_job(self, job_id: str, **script: Any) -> ScriptedJob:
         """Like :meth:`add_job` but replaces any job of that id, restarting its script.
 
         Faults already queued for the id are kept; ``faults`` are appended to them.
         """
-        return self._put_job(
-            job_id,
-            replace=True,
-            statuses=statuses,
-            polls_per_status=polls_per_status,
-            seconds_per_status=seconds_per_status,
-            error=error,
-            fine_tuned_model=fine_tuned_model,
-            model=model,
-            trained_tokens=trained_tokens,
-            metadata=metadata,
-            extra_fields=extra_fields,
-            faults=faults,
-        )
+        return self._put_job(job_id, replace=True, **script)
 
     def _put_job(
-        self, job_id: str | None, *, replace: bool, faults: Iterable[Fault], **kwargs: Any
+        self, job_id: str | None, *, replace: bool, faults: Iterable[Fault] = (), **kwargs: Any
     ) -> ScriptedJob:
         job = ScriptedJob(job_id or new_job_id(), clock=self._clock, **kwargs)
         fault_list = list(faults)
