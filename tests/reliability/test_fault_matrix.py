@@ -10,10 +10,9 @@ timeouts and a 200 whose body is not JSON are retried within a call and then wai
 the sensor; JSON of the wrong shape fails at once; an unknown status counts as in progress; a
 ``Retry-After`` beyond the 60 s cap is not waited for within a call.
 
-Modes: every row runs in poke and deferrable mode. ``dag.test()`` runs a rescheduled sensor again
-only after sleeping a whole second in its scheduling loop, so reschedule mode costs about a second
-per poke; it runs the rows marked ``reschedule=True``: a representative subset (one of each kind
-of fault, plus both timeouts), keeping the whole suite within its time budget.
+Modes: every row runs in poke, reschedule and deferrable mode. ``dag.test()`` runs a rescheduled
+sensor again only after sleeping a whole second in its scheduling loop, so reschedule mode costs
+about a second per poke.
 
 In deferrable mode the first poke happens in the worker, so faults are scripted after one normal
 answer (``Fault.delay(0)``): they then reach the trigger, not only the hook's first call.
@@ -85,7 +84,7 @@ class Scenario:
     max_requests: int
     error: type[BaseException] | None = None
     timeout: float = LONG_TIMEOUT
-    reschedule: bool = False
+    reschedule: bool = True
 
     @property
     def outcome_text(self) -> str:
@@ -184,7 +183,6 @@ def burst(status: int, count: int = 4) -> Scenario:
         job(*[Fault.server_error(status)] * count),
         SUCCESS,
         len(STATUSES) + count,
-        reschedule=status == 503,
     )
 
 
