@@ -7,12 +7,11 @@ collection time. The metadata DB is migrated once per session, only for tests th
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from airflow_cli import run_airflow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DAGS = ROOT / "example_dags"
@@ -39,13 +38,5 @@ def airflow_home() -> Path:
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> Path:
     """A migrated metadata DB (SQLite) in the throwaway home, for ``dag.test()``."""
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    run_airflow("db", "migrate", timeout=300)
     return airflow_home

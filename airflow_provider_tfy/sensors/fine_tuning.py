@@ -142,15 +142,12 @@ class TrueFoundryFineTuningJobSensor(BaseSensorOperator):
                 raise
             # The hook already retried; one bad minute must not fail a multi-hour wait.
             self.log.warning("Could not read fine-tuning job %r, will try again: %s", self.job_id, err)
-            self._respect_retry_after(getattr(err, "retry_after", None))
+            # A Retry-After longer than the hook sleeps inside one call: the next poke waits for it.
+            self._retry_after = min(getattr(err, "retry_after", None) or 0.0, self.timeout)
             return False
         self._log_progress(job)
         xcom = finish(job)
         return PokeReturnValue(is_done=True, xcom_value=xcom) if xcom is not None else False
-
-    def _respect_retry_after(self, retry_after: float | None) -> None:
-        # A Retry-After longer than the hook sleeps inside one call: the next poke waits for it.
-        self._retry_after = min(retry_after or 0.0, self.timeout)
 
     def _get_next_poke_interval(self, started_at: Any, run_duration: Any, poke_count: int) -> float:
         # BaseSensorOperator asks this after its timeout check, in poke and reschedule modes alike,

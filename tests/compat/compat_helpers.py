@@ -38,19 +38,10 @@ _module_counter = itertools.count()
 
 def airflow_cli(*args: str, timeout: float = 180) -> str:
     """Run the running environment's ``airflow`` CLI and return its stdout (fail on non-zero)."""
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), *args],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"airflow {' '.join(args)} exited {result.returncode}:\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result.stdout
+    # Imported here: fresh interpreters import this module with only tests/compat on sys.path.
+    from airflow_cli import run_airflow
+
+    return run_airflow(*args, timeout=timeout)
 
 
 def airflow_cli_json(*args: str) -> Any:

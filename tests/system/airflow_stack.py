@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import pytest
 import requests
+from airflow_cli import run_airflow
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
@@ -144,19 +145,7 @@ class AirflowStack:
 
     def run_cli(self, *args: str, timeout: float = 180) -> None:
         """Run one ``airflow`` command to completion in the stack's environment."""
-        result = subprocess.run(
-            [str(AIRFLOW_BIN), *args],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"airflow {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            )
+        run_airflow(*args, env=self.env, cwd=self.home, timeout=timeout)
 
     def start(self) -> None:
         """Start the four processes, each in its own process group with its own log file."""
