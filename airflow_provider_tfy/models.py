@@ -41,6 +41,8 @@ _TERMINAL = {
     FineTuningJobStatus.CANCELLED: JobOutcome.CANCELLED,
 }
 _KNOWN = frozenset(FineTuningJobStatus)
+# Unix-seconds fields: the parser normalises them, and to_xcom hands on the normalised values.
+TIMESTAMP_FIELDS = frozenset({"created_at", "finished_at", "estimated_finish"})
 _warned_unknown: set[str] = set()
 
 
@@ -113,7 +115,7 @@ class FineTuningJob:
     def to_xcom(self) -> dict[str, Any]:
         """Return the job as a JSON-safe dict: the gateway's JSON, with timestamps in seconds."""
         data = dict(self.raw)
-        for name in _TIMESTAMP_FIELDS:
+        for name in TIMESTAMP_FIELDS:
             if data.get(name) is not None:
                 data[name] = getattr(self, name)
         return data
@@ -128,6 +130,3 @@ class FineTuningJob:
         if self.fine_tuned_model:
             parts.append(f"fine_tuned_model={self.fine_tuned_model}")
         return ", ".join(parts)
-
-
-_TIMESTAMP_FIELDS = ("created_at", "finished_at", "estimated_finish")

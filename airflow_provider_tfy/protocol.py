@@ -31,7 +31,7 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryError,
     TrueFoundryResponseError,
 )
-from airflow_provider_tfy.models import FineTuningJob, FineTuningJobError
+from airflow_provider_tfy.models import TIMESTAMP_FIELDS, FineTuningJob, FineTuningJobError
 
 log = logging.getLogger(__name__)
 
@@ -661,7 +661,6 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "method": (_DICT, True),
     "metadata": (_DICT, True),
 }
-_TIMESTAMPS = frozenset({"created_at", "finished_at", "estimated_finish"})
 # Unix seconds pass 1e11 only in the year 5138: anything larger is milliseconds.
 _MILLISECONDS_FROM = 10**11
 
@@ -697,7 +696,7 @@ def parse_job(data: Any) -> FineTuningJob:
     metadata = values.get("metadata")
     if metadata is not None and not all(isinstance(v, str) for v in metadata.values()):
         raise _bad_job("field 'metadata' must map strings to strings")
-    for name in _TIMESTAMPS & values.keys():
+    for name in TIMESTAMP_FIELDS & values.keys():
         if values[name] >= _MILLISECONDS_FROM:
             values[name] //= 1000
     return FineTuningJob(
