@@ -53,9 +53,17 @@ class FineTuningJobNotFound(TrueFoundryAPIError, AirflowFailException):
 
 
 class TrueFoundryConnectionError(TrueFoundryError):
-    """The gateway could not be reached, or did not answer in time (always retryable)."""
+    """The gateway could not be reached, or did not answer in time (retryable, but for TLS).
+
+    :param request_sent: false only when the request certainly never reached the gateway (the
+        connection was refused or never opened), so even a create may be sent again.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class TrueFoundryResponseError(TrueFoundryError):
@@ -94,3 +102,17 @@ class FineTuningJobCancelled(TrueFoundryError, AirflowFailException):
     def __init__(self, message: str, *, job: object | None = None) -> None:
         super().__init__(message)
         self.job = job
+
+
+class FineTuningJobWaitTimeout(TrueFoundryError):
+    """The create operator's ``wait_timeout`` passed while the job was still running.
+
+    The job is left running, not cancelled; a task retry reattaches to it and waits again (not an
+    ``AirflowFailException``, so Airflow's task retries apply).
+
+    :param job_id: the job that is still running.
+    """
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

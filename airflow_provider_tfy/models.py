@@ -1,4 +1,4 @@
-"""The fine-tuning job as the gateway reports it, and the policy that reads its status.
+"""The fine-tuning job and the uploaded file as the gateway reports them, and the status policy.
 
 Pure data and pure functions: no I/O, no Airflow imports. The sensor (poke and deferred) and the
 trigger all decide through :func:`job_outcome`, so they can never disagree on what a status means.
@@ -43,6 +43,7 @@ _TERMINAL = {
 _KNOWN = frozenset(FineTuningJobStatus)
 # Unix-seconds fields: the parser normalises them, and to_xcom hands on the normalised values.
 TIMESTAMP_FIELDS = frozenset({"created_at", "finished_at", "estimated_finish"})
+FILE_TIMESTAMP_FIELDS = frozenset({"created_at", "expires_at"})
 _warned_unknown: set[str] = set()
 
 
@@ -130,3 +131,32 @@ class FineTuningJob:
         if self.fine_tuned_model:
             parts.append(f"fine_tuned_model={self.fine_tuned_model}")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class TrueFoundryFile:
+    """An uploaded file: every field of the gateway's (OpenAI's) file object.
+
+    ``id`` is what ``create_fine_tuning_job(training_file=...)`` takes. Timestamps are Unix
+    seconds. ``raw`` is the JSON object as received, unknown fields included, and is what
+    :meth:`to_xcom` hands on.
+    """
+
+    id: str
+    object: str | None = None
+    bytes: int | None = None
+    created_at: int | None = None
+    filename: str | None = None
+    purpose: str | None = None
+    status: str | None = None
+    expires_at: int | None = None
+    status_details: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_xcom(self) -> dict[str, Any]:
+        """Return the file as a JSON-safe dict: the gateway's JSON, with timestamps in seconds."""
+        data = dict(self.raw)
+        for name in FILE_TIMESTAMP_FIELDS:
+            if data.get(name) is not None:
+                data[name] = getattr(self, name)
+        return data

@@ -118,7 +118,8 @@ def provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-tfy",
         "name": "TrueFoundry",
         "description": "Wait on TrueFoundry AI Gateway fine-tuning jobs from Airflow.",
-        "versions": [__version__],
+        # Every release, newest first, as Airflow's own providers list them (see CHANGELOG.md).
+        "versions": [__version__, "0.1.0"],
         "integrations": [
             {
                 "integration-name": "TrueFoundry AI Gateway",
@@ -130,6 +131,15 @@ def provider_info() -> dict[str, Any]:
             {
                 "integration-name": "TrueFoundry AI Gateway",
                 "python-modules": ["airflow_provider_tfy.hooks.truefoundry"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "TrueFoundry AI Gateway",
+                "python-modules": [
+                    "airflow_provider_tfy.operators.files",
+                    "airflow_provider_tfy.operators.fine_tuning",
+                ],
             }
         ],
         "sensors": [

@@ -25,11 +25,20 @@ poll interval after the first poll, plus the simulator's latency). It therefore 
 the provider adds: late timers, waiting for a pooled connection or a pool thread, CPU queueing.
 For ``ours`` the answer time is taken by wrapping the trigger module's ``send`` (a benchmark-only
 monkeypatch); for the baselines, right after ``to_thread`` returns.
+
+The start burst (``burst``, per size, ours only): all N triggers start in one loop iteration, as
+when a triggerer takes over a dead peer's triggers or starts with a full table, from warm. A
+watchdog like the triggerer's own (:class:`LoopWatchdog`) reports the longest loop stall until
+every wait had its first answer plus one interval, with the loop thread's CPU in that beat, full
+GC pauses, and the poll lag of every later poll; ``profile`` adds a stack sampler on the loop
+thread (where a stall's time goes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import json
 import os
 import select
@@ -239,6 +248,159 @@ def run_side(side: str, job_ids: list[str], interval: float, latency: float, box
     }
 
 
+class LoopWatchdog:
+    """The triggerer's own block detector, finer: how late a short sleep on the loop wakes up.
+
+    Airflow's triggerer sleeps 0.1 s in a loop and warns ("async thread was blocked") when one
+    sleep took longer than ``[triggerer] blocked_main_thread_warning_threshold`` (0.2 s). This
+    sleeps ``period`` and records every overshoot, so the largest is the longest stretch the loop
+    could not run anything else. With ``profile``, a sampler thread snapshots the loop thread's
+    stack (``sys._current_frames()``) every millisecond while the loop is late, which shows
+    where a stall's time goes.
+    """
+
+    def __init__(self, period: float = 0.01, profile: bool = False) -> None:
+        self.period = period
+        self.stalls: list[tuple[float, float]] = []  # (when, seconds late)
+        # (when, CPU seconds the loop thread used in that beat): the stall's own cost, which a
+        # busy machine (other processes holding the cores) cannot inflate.
+        self.cpu: list[tuple[float, float]] = []
+        self.profile = profile
+        self.samples: dict[str, int] = {}
+        self.frames: dict[str, int] = {}
+        self._beat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._stop = threading.Event()
+
+    async def watch(self) -> None:
+        self._loop_thread = threading.get_ident()
+        if self.profile:
+            threading.Thread(target=self._sample, daemon=True).start()
+        while not self._stop.is_set():
+            before, cpu_before = time.monotonic(), time.thread_time()
+            self._beat = before
+            await asyncio.sleep(self.period)
+            now = time.monotonic()
+            self._beat = now
+            self.stalls.append((now, now - before - self.period))
+            self.cpu.append((now, time.thread_time() - cpu_before))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            if time.monotonic() - self._beat < 0.02:  # the loop is keeping up
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{code.co_filename.rsplit('site-packages/', 1)[-1]}:{code.co_name}")
+                frame = frame.f_back
+            if stack:
+                self.samples[stack[0]] = self.samples.get(stack[0], 0) + 1
+                for entry in set(stack):
+                    self.frames[entry] = self.frames.get(entry, 0) + 1
+
+    def max_stall(self, since: float, until: float, *, cpu: bool = False) -> float | None:
+        late = [seconds for when, seconds in (self.cpu if cpu else self.stalls) if since <= when <= until]
+        return max(late) if late else None
+
+
+def run_burst(
+    job_ids: list[str], interval: float, latency: float, box: float, profile: bool
+) -> dict[str, Any]:
+    """N of our triggers started in one loop iteration, as a triggerer does on a takeover.
+
+    Reports the longest loop stall from the start until every wait has had its first answer plus
+    one interval, the poll lag of every later poll, and (``profile``) the sampled stacks.
+    Call :func:`warm_up` first.
+    """
+    from airflow_provider_tfy.triggers import fine_tuning
+
+    answers: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+    outcomes: dict[str, str] = {}
+    original_send = fine_tuning.send
+
+    async def timed_send(client: Any, request: Any) -> Any:
+        answer = await original_send(client, request)
+        answers[request.url.rsplit("/", 1)[1]].append(time.monotonic())
+        return answer
+
+    fine_tuning.send = timed_send
+    watchdog = LoopWatchdog(profile=profile)
+    # Full collections walk the whole heap (Airflow's included): they show up as stalls too.
+    collections: list[tuple[int, float]] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            collections.append((int(info["generation"]), time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+
+    async def wait(job_id: str) -> None:
+        trigger = fine_tuning.TrueFoundryFineTuningJobTrigger(
+            job_id=job_id, poll_interval=interval, deadline=time.time() + 3600
+        )
+        async for event in trigger.run():
+            outcomes[job_id] = event.payload["status"]
+            return
+
+    timing: dict[str, float] = {}
+
+    async def main() -> None:
+        watcher = asyncio.create_task(watchdog.watch())
+        await asyncio.sleep(0.2)  # the watchdog's baseline
+        timing["start"] = time.monotonic()
+        timing["queued0"] = runqueue_wait_seconds() or 0.0
+        tasks = [asyncio.create_task(wait(job_id)) for job_id in job_ids]
+        await asyncio.wait(tasks, timeout=box)
+        timing["end"] = time.monotonic()
+        watchdog.stop()
+        await watcher
+
+    release_memory()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        gc.callbacks.remove(on_gc)
+    start = timing["start"]
+    firsts = [times[0] for times in answers.values() if times]
+    all_first = max(firsts) if len(firsts) == len(job_ids) else timing["end"]
+    # Lag of every poll after the first: the steady state the start must not disturb.
+    lags = [b - a - interval - latency for times in answers.values() for a, b in itertools.pairwise(times)]
+    window = (start, min(all_first + interval, timing["end"]))
+    stall = watchdog.max_stall(*window)
+    cpu_stall = watchdog.max_stall(*window, cpu=True)
+    result: dict[str, Any] = {
+        "n": len(job_ids),
+        "completed": sum(1 for outcome in outcomes.values() if outcome == "succeeded"),
+        "max_stall_ms": _ms(stall),
+        "max_stall_cpu_ms": _ms(cpu_stall),
+        "loop_cpu_wait_s": (runqueue_wait_seconds() or 0.0) - timing["queued0"],
+        "stalls_over_100ms": sum(1 for when, late in watchdog.stalls if late > 0.1 and when >= start),
+        "first_answers_s": all_first - start,
+        "later_lag_p99_ms": _ms(percentile(lags, 99)),
+        "later_lag_max_ms": _ms(max(lags) if lags else None),
+        "full_gcs": sum(1 for generation, _ in collections if generation == 2),
+        "max_gc_pause_ms": _ms(max((seconds for _, seconds in collections), default=0.0)),
+    }
+    if profile:
+        total = sum(watchdog.samples.values()) or 1
+        result["profile_self"] = sorted(
+            ((name, round(count / total, 3)) for name, count in watchdog.samples.items()), key=lambda x: -x[1]
+        )[:25]
+        result["profile_cumulative"] = sorted(
+            ((name, round(count / total, 3)) for name, count in watchdog.frames.items()), key=lambda x: -x[1]
+        )[:40]
+    return result
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
@@ -266,7 +428,8 @@ def warm_up(job_ids: list[str]) -> None:
 
 
 def run(sim: SimHost, params: dict[str, Any]) -> dict[str, Any]:
-    """``params``: sizes, interval, latency, statuses, sides, slack, targets."""
+    """``params``: sizes, interval, latency, statuses, sides, slack, targets; ``burst`` (default
+    on) also measures the start burst of each size (:func:`run_burst`), ``profile`` samples it."""
     # Import (which starts no thread) before forking, so every child starts with the modules loaded.
     import airflow_provider_tfy.hooks.truefoundry
     import airflow_provider_tfy.triggers.fine_tuning  # noqa: F401
@@ -284,6 +447,7 @@ def run(sim: SimHost, params: dict[str, Any]) -> dict[str, Any]:
     sim.command("latency", seconds=latency)
 
     runs: list[dict[str, Any]] = []
+    bursts: list[dict[str, Any]] = []
     for size_index, n in enumerate(sizes):
         order = sides if size_index % 2 == 0 else sides[::-1]
         for side in order:
@@ -315,9 +479,81 @@ def run(sim: SimHost, params: dict[str, Any]) -> dict[str, Any]:
                 result["sim_cpu_share"] = result["sim_cpu_s"] / result["wall_s"]
             runs.append(result)
             print(f"[density] {json.dumps(result)}", file=sys.stderr, flush=True)
+        if params.get("burst", True):
+            bursts.append(
+                _run_burst_side(sim, n, interval, latency, statuses, box, bool(params.get("profile")))
+            )
     sim.command("latency", seconds=0.0)
-    metrics = _metrics(runs, params)
-    return {"metrics": [m.to_dict() for m in metrics], "raw": {"runs": runs, "ideal_s": ideal, "box_s": box}}
+    metrics = _metrics(runs, params) + _burst_metrics(bursts, params)
+    raw = {"runs": runs, "bursts": bursts, "ideal_s": ideal, "box_s": box}
+    return {"metrics": [m.to_dict() for m in metrics], "raw": raw}
+
+
+def _run_burst_side(
+    sim: SimHost, n: int, interval: float, latency: float, statuses: list[str], box: float, profile: bool
+) -> dict[str, Any]:
+    """The start burst (:func:`run_burst`) for ``n`` waits, in a fork like the other sides."""
+    prefix = f"burst-{n}-"
+    sim.command("jobs", prefix=prefix, count=n, statuses=statuses)
+    sim.command("jobs", prefix=f"warm-{prefix}", count=2, statuses=["succeeded"])
+    job_ids = [f"{prefix}{i}" for i in range(n)]
+
+    def work() -> dict[str, Any]:
+        warm_up([f"warm-{prefix}0", f"warm-{prefix}1"])
+        return run_burst(job_ids, interval, latency, box, profile)
+
+    result = in_child(work, limit=3 * box + 60)
+    result["n"] = n
+    print(f"[density] burst {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def _burst_metrics(bursts: list[dict[str, Any]], params: dict[str, Any]) -> list[Metric]:
+    stall_target_ms = float(params.get("stall_target_ms", 100.0))
+    p99_target_ms = float(params.get("p99_lag_target_ms", 1000.0))
+    judged_sizes = {int(n) for n in params.get("stall_target_sizes", [1000, 5000])}
+    metrics = []
+    for burst in bursts:
+        n = burst["n"]
+        if "error" in burst:
+            metrics.append(Metric(SCENARIO, f"N={n:,} start burst: ERROR", None, note=burst["error"][-300:]))
+            continue
+        judged = n in judged_sizes
+        stall = burst["max_stall_ms"]
+        metrics += [
+            Metric(
+                SCENARIO,
+                f"N={n:,} max loop stall at start (ours)",
+                stall,
+                target=f"<= {stall_target_ms:.0f} ms" if judged else "",
+                met=(stall is not None and stall <= stall_target_ms) if judged else None,
+                unit="ms",
+                note="all N started in one loop iteration, as on a takeover",
+            ),
+            Metric(
+                SCENARIO,
+                f"N={n:,} loop CPU in the longest beat at start (ours)",
+                burst["max_stall_cpu_ms"],
+                unit="ms",
+                note="info: the stall's own work; other processes cannot inflate it",
+            ),
+            Metric(
+                SCENARIO,
+                f"N={n:,} poll lag p99 after the first poll, burst start (ours)",
+                burst["later_lag_p99_ms"],
+                target=f"< {p99_target_ms:.0f} ms" if judged else "",
+                met=(burst["later_lag_p99_ms"] or 0) < p99_target_ms if judged else None,
+                unit="ms",
+            ),
+            Metric(
+                SCENARIO,
+                f"N={n:,} all first answers after (ours, burst start)",
+                burst["first_answers_s"],
+                unit="s",
+                note="info: the first polls are paced 1 ms apart",
+            ),
+        ]
+    return metrics
 
 
 def _metrics(runs: list[dict[str, Any]], params: dict[str, Any]) -> list[Metric]:

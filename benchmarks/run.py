@@ -6,9 +6,10 @@ Scenarios (see each module's docstring for the method):
 1. per-poll cost against a bare keep-alive GET (:mod:`benchmarks.per_poll`);
 2. requests, connections and connection reads of a 30-poll poke wait (:mod:`benchmarks.poke_wait`);
 3. deferred-wait density against the ``to_thread`` pattern (:mod:`benchmarks.density`);
-4. the sensor module's import cost at DAG parse (:mod:`benchmarks.parse_cost`).
+4. the sensor module's import cost at DAG parse (:mod:`benchmarks.parse_cost`);
+5. uploading a 512 MB file against a bare ``requests`` streaming upload (:mod:`benchmarks.upload`).
 
-Scenarios 0 to 3 run in one fresh worker process (:mod:`benchmarks.worker`) with the gateway
+Scenarios 0 to 3 and 5 run in one fresh worker process (:mod:`benchmarks.worker`) with the gateway
 simulator in another; scenario 4 starts fresh interpreters. Everything gets a throwaway
 ``AIRFLOW_HOME`` and a clean ``AIRFLOW_*`` environment. ``--smoke`` runs tiny sizes in seconds,
 to keep the code working; its numbers mean nothing. The exit code is 0 when every scenario ran,
@@ -36,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
 from benchmarks import parse_cost
 from benchmarks.common import ARTIFACTS, ROOT, airflow_env
 
-SCENARIOS = ("ceiling", "per_poll", "poke_wait", "density", "parse_cost")
+SCENARIOS = ("ceiling", "per_poll", "poke_wait", "density", "parse_cost", "upload")
 
 FULL: dict[str, dict[str, Any]] = {
     "density": {"sizes": [1000, 5000], "interval": 5.0, "latency": 0.2, "slack": 3.0},
@@ -44,6 +45,13 @@ FULL: dict[str, dict[str, Any]] = {
     "per_poll": {"rounds": 30, "calls": 50, "target": 1.1},
     "poke_wait": {"polls": 30},
     "parse_cost": {"reps": 9, "warmup": True, "target_ms": 30.0},
+    "upload": {
+        "size_mb": 512,
+        "rounds": 5,
+        "validate_rounds": 3,
+        "ratio_target": 0.9,
+        "memory_target_mb": 32,
+    },
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "density": {"sizes": [20], "interval": 0.2, "latency": 0.01, "slack": 1.0},
@@ -51,9 +59,10 @@ SMOKE: dict[str, dict[str, Any]] = {
     "per_poll": {"rounds": 2, "calls": 5, "target": 1.1},
     "poke_wait": {"polls": 30},
     "parse_cost": {"reps": 1, "warmup": False, "target_ms": 30.0},
+    "upload": {"size_mb": 2, "rounds": 1, "validate_rounds": 1, "ratio_target": 0.9, "memory_target_mb": 32},
 }
 # Density first: its sides run in fork()s of the worker, which must not have started threads yet.
-WORKER_ORDER = ("density", "ceiling", "per_poll", "poke_wait")
+WORKER_ORDER = ("density", "ceiling", "per_poll", "poke_wait", "upload")
 
 
 def machine() -> dict[str, Any]:

@@ -25,6 +25,7 @@ SCENARIOS = {
     "poke_wait": "benchmarks.poke_wait",
     "density": "benchmarks.density",
     "ceiling": "benchmarks.ceiling",
+    "upload": "benchmarks.upload",
 }
 
 

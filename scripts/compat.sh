@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# Run the cross-version smoke suite (tests/compat) on the other Airflow versions we declare.
+# Run the cross-version smoke suite (tests/compat) on every other Airflow line we declare.
 #
-#   scripts/compat.sh [2.11|3.1|all] [pytest args...]   # default: all
-#   scripts/compat.sh lock [2.11|3.1|all]               # re-resolve the pinned environments
+#   scripts/compat.sh [2.11|3.0|3.1|3.2|all] [pytest args...]   # default: all
+#   scripts/compat.sh lock [2.11|3.0|3.1|3.2|all]               # re-resolve the pinned environments
 #
 # The locked Airflow 3.3.x runs the whole suite, tests/compat included, in the repo's .venv
-# (scripts/test.sh). Here each other version gets its own environment, made with uv under
-# ${TFY_COMPAT_DIR:-~/.cache/tfy-compat}/airflow-<version> and reused by later runs, never the
-# repo's .venv. It holds exactly tests/compat/requirements-airflow-<version>.txt (that Airflow,
-# the provider's other dependencies, pytest) plus the provider installed from a wheel built from
-# this checkout, so the installed package, not the source tree, is what gets tested. Then
+# (scripts/test.sh). Here each other line gets its own environment, made with uv under
+# ${TFY_COMPAT_DIR:-~/.cache/tfy-compat}/airflow-<line> and reused by later runs, never the
+# repo's .venv. It holds exactly tests/compat/requirements-airflow-<line>.txt (that Airflow, the
+# provider's other dependencies, pytest) plus the provider's wheel installed alone (--no-deps),
+# so the installed package, not the source tree, is what gets tested. The wheel is the one
+# `uv build` makes from this checkout (sdist first, the wheel built from the sdist), or the one
+# named by TFY_COMPAT_WHEEL (scripts/release_check.sh passes the wheel it checked). Then
 # tests/compat runs with that environment's pytest; tests/conftest.py gives the run a throwaway
 # AIRFLOW_HOME and migrates its SQLite DB with that version's `airflow db migrate`.
 #
-# The requirements files are plain resolutions from PyPI (Airflow's constraints files are not
-# on PyPI) and are committed, so CI installs the same set every time. `lock` re-resolves them;
-# a run re-resolves on its own when the inputs below or pyproject's dependencies changed.
+# The lines run in parallel (TFY_COMPAT_JOBS at a time, default all of them): installs are
+# network-bound, tests often wait on subprocesses and pokes, and a line needs under 1 GiB. Each
+# line's output goes to its log, printed once it ends.
+#
+# The requirements files are resolutions from PyPI (Airflow's constraints files are not on PyPI)
+# and are committed, so CI installs the same set every time. `lock` re-resolves them; a run
+# re-resolves on its own when the inputs below or pyproject's dependencies changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 export UV_PYTHON_DOWNLOADS=never
 
-# The newest release of each older line we support; bump together with `scripts/compat.sh lock`.
-declare -A AIRFLOW_PIN=([2.11]=2.11.2 [3.1]=3.1.8)
-VERSIONS=(2.11 3.1)
+# The newest release of each line we support; bump together with `scripts/compat.sh lock`.
+declare -A AIRFLOW_PIN=([2.11]=2.11.2 [3.0]=3.0.6 [3.1]=3.1.8 [3.2]=3.2.2)
+VERSIONS=(2.11 3.0 3.1 3.2)
+# Lines resolved as of their release (uv --exclude-newer, about a week after it), as a user who
+# installed them then got them: a plain resolution today pulls dependencies far newer than these
+# releases (fastapi 0.16x, pydantic), and their task runner then dies at start with a pydantic
+# "needs a discriminator field" error in TITerminalStatePayload, before any provider code runs.
+declare -A RESOLVE_AS_OF=([3.0]=2025-09-05 [3.2]=2026-06-05)
+# Let through newer than RESOLVE_AS_OF: what the provider itself needs newer than those releases.
+NEWER_ALLOWED=(apache-airflow-providers-common-compat)
 # What the suite needs besides Airflow and the provider's own dependencies.
 TEST_REQUIREMENTS=("pytest>=8" "pytest-timeout>=2.3")
 
@@ -38,7 +51,7 @@ PYTHON="$(command -v python3.11 || command -v python3)"
 
 log() { printf '[compat %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# The top-level requirements of one version's environment: the Airflow pin, the provider's
+# The top-level requirements of one line's environment: the Airflow pin, the provider's
 # dependencies from pyproject.toml except its apache-airflow bound, and the test tools.
 requirements_in() {
   local ver="$1"
@@ -53,20 +66,37 @@ EOF
   printf '%s\n' "${TEST_REQUIREMENTS[@]}"
 }
 
+# uv's resolution options for one line (none for a plain resolution).
+resolve_options() {
+  local ver="$1" pkg
+  [ -n "${RESOLVE_AS_OF[$ver]:-}" ] || return 0
+  printf '%s\n' --exclude-newer "${RESOLVE_AS_OF[$ver]}"
+  for pkg in "${NEWER_ALLOWED[@]}"; do
+    printf '%s\n' --exclude-newer-package "$pkg=false"
+  done
+}
+
 lock_file() { echo "tests/compat/requirements-airflow-$1.txt"; }
-input_hash() { requirements_in "$1" | sha256sum | cut -c1-16; }
+input_hash() { { requirements_in "$1"; resolve_options "$1"; } | sha256sum | cut -c1-16; }
 
 lock() {
-  local ver="$1" file hash
+  local ver="$1" file hash options
   file="$(lock_file "$ver")"
   hash="$(input_hash "$ver")"
+  mapfile -t options < <(resolve_options "$ver")
   log "resolving Airflow ${AIRFLOW_PIN[$ver]} -> $file"
   {
     echo "# The Airflow $ver smoke-suite environment (tests/compat). Generated by scripts/compat.sh lock:"
-    echo "# a plain resolution from PyPI of these inputs, with no Airflow constraints file."
+    if [ ${#options[@]} -gt 0 ]; then
+      echo "# a resolution from PyPI as of the release (uv pip compile ${options[*]}),"
+      echo "# with no Airflow constraints file, of these inputs:"
+    else
+      echo "# a plain resolution from PyPI, with no Airflow constraints file, of these inputs:"
+    fi
     requirements_in "$ver" | sed 's/^/#   /'
     echo "# inputs-sha256: $hash"
-    requirements_in "$ver" | uv pip compile - --python "$PYTHON" --no-header --no-annotate --quiet
+    requirements_in "$ver" |
+      uv pip compile - --python "$PYTHON" --no-header --no-annotate --quiet ${options[@]+"${options[@]}"}
   } >"$file.tmp"
   mv "$file.tmp" "$file"
 }
@@ -82,11 +112,16 @@ ensure_lock() {
 
 WHEEL=""
 build_wheel() {
-  local out="$COMPAT_DIR/dist"
-  rm -rf "$out"
+  if [ -n "${TFY_COMPAT_WHEEL:-}" ]; then
+    WHEEL="$(realpath "$TFY_COMPAT_WHEEL")"
+    [ -f "$WHEEL" ] || { echo "TFY_COMPAT_WHEEL=$TFY_COMPAT_WHEEL: no such file" >&2; exit 2; }
+    log "testing the given wheel $WHEEL"
+    return
+  fi
+  local out="$RUN_DIR/dist"
   mkdir -p "$out"
-  log "building the provider wheel"
-  uv build --quiet --wheel --python "$PYTHON" --out-dir "$out" "$ROOT"
+  log "building the provider's sdist and wheel"
+  uv build --quiet --python "$PYTHON" --out-dir "$out" "$ROOT"
   WHEEL="$(ls "$out"/airflow_provider_tfy-*.whl)"
 }
 
@@ -119,13 +154,29 @@ run_suite() {
   return $rc
 }
 
+# One line from its requirements file to its test result; the output goes to the caller's log.
+run_line() {
+  local ver="$1" t=$SECONDS
+  shift
+  ensure_lock "$ver"
+  setup_env "$ver"
+  log "Airflow $ver environment ready in $((SECONDS - t)) s"
+  t=$SECONDS
+  if run_suite "$ver" "$@"; then
+    log "Airflow ${AIRFLOW_PIN[$ver]}: passed in $((SECONDS - t)) s"
+  else
+    log "Airflow ${AIRFLOW_PIN[$ver]}: FAILED after $((SECONDS - t)) s"
+    return 1
+  fi
+}
+
 main() {
   local target="${1:-all}"
   if [ "$target" = lock ]; then
     local which="${2:-all}" ver
     [ "$which" = all ] && set -- "${VERSIONS[@]}" || set -- "$which"
     for ver in "$@"; do
-      [ -n "${AIRFLOW_PIN[$ver]:-}" ] || { echo "unknown version $ver; use one of ${VERSIONS[*]}" >&2; exit 2; }
+      [ -n "${AIRFLOW_PIN[$ver]:-}" ] || { echo "unknown line $ver; use one of ${VERSIONS[*]}" >&2; exit 2; }
       lock "$ver"
     done
     return
@@ -137,25 +188,31 @@ main() {
   elif [ -n "${AIRFLOW_PIN[$target]:-}" ]; then
     selected=("$target")
   else
-    echo "usage: scripts/compat.sh [2.11|3.1|all] [pytest args...] | scripts/compat.sh lock [2.11|3.1|all]" >&2
+    echo "usage: scripts/compat.sh [2.11|3.0|3.1|3.2|all] [pytest args...] | scripts/compat.sh lock [line|all]" >&2
     exit 2
   fi
 
-  local start=$SECONDS ver failed=() t
+  local start=$SECONDS ver failed=() jobs="${TFY_COMPAT_JOBS:-${#selected[@]}}"
+  local -A pid_of=()
   mkdir -p "$COMPAT_DIR"
+  # This run's wheel and logs, apart from any other run's; the logs are printed below.
+  RUN_DIR="$(mktemp -d "$COMPAT_DIR/run-XXXXXX")"
+  trap 'rm -rf "$RUN_DIR"' EXIT
+  local logs="$RUN_DIR/logs"
+  mkdir -p "$logs"
   build_wheel
   for ver in "${selected[@]}"; do
-    t=$SECONDS
-    ensure_lock "$ver"
-    setup_env "$ver"
-    log "Airflow $ver environment ready in $((SECONDS - t)) s"
-    t=$SECONDS
-    if run_suite "$ver" "$@"; then
-      log "Airflow ${AIRFLOW_PIN[$ver]}: passed in $((SECONDS - t)) s"
-    else
-      log "Airflow ${AIRFLOW_PIN[$ver]}: FAILED after $((SECONDS - t)) s"
-      failed+=("$ver")
-    fi
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    log "starting Airflow $ver (log: $logs/airflow-$ver.log)"
+    run_line "$ver" "$@" >"$logs/airflow-$ver.log" 2>&1 &
+    pid_of[$ver]=$!
+  done
+  for ver in "${selected[@]}"; do
+    local rc=0
+    wait "${pid_of[$ver]}" || rc=$?
+    echo "======== Airflow ${AIRFLOW_PIN[$ver]} (tests/compat) ========" >&2
+    cat "$logs/airflow-$ver.log" >&2
+    [ "$rc" = 0 ] || failed+=("$ver")
   done
   log "done in $((SECONDS - start)) s"
   if [ ${#failed[@]} -gt 0 ]; then

@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # Set up and run every check: ruff (lint + format), mypy on the package, the whole test suite on
-# the locked Airflow 3.3, then the smoke suite on Airflow 2.11 and 3.1 (each in its own uv env).
+# the locked Airflow 3.3, the release artifacts, then the smoke suite on Airflow 2.11, 3.0, 3.1
+# and 3.2 (each in its own uv env, with the wheel the release check built).
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 # The browser test drives Debian's Chromium; it is never downloaded by Playwright.
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "Installing Debian's chromium for the browser test" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The system tests start a private PostgreSQL cluster from Debian's server binaries.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing Debian's postgresql for the system tests" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
 set -x
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy airflow_provider_tfy
+# The docs site, strictly: a broken link, anchor or missing page fails (built outside the repo).
+site_dir="$(mktemp -d)"
+.venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
+rm -rf "$site_dir"
 .venv/bin/pytest "$@"
-bash scripts/compat.sh all
+bash scripts/release_check.sh dist
+TFY_COMPAT_WHEEL="$(echo dist/airflow_provider_tfy-*.whl)" bash scripts/compat.sh all

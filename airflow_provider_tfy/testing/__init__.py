@@ -1,4 +1,4 @@
-"""A stdlib-only simulator of the TrueFoundry AI Gateway fine-tuning API, for tests.
+"""An aiohttp-based simulator of the TrueFoundry AI Gateway fine-tuning API, for tests.
 
 Example::
 
@@ -21,14 +21,16 @@ if TYPE_CHECKING:
     from .faults import Fault
     from .jobs import ScriptedJob
     from .simulator import GatewaySimulator, RequestRecord
+    from .uploads import UploadedFile
 
-__all__ = ["Fault", "GatewaySimulator", "RequestRecord", "ScriptedJob"]
+__all__ = ["Fault", "GatewaySimulator", "RequestRecord", "ScriptedJob", "UploadedFile"]
 
 _LAZY = {
     "Fault": ".faults",
     "ScriptedJob": ".jobs",
     "GatewaySimulator": ".simulator",
     "RequestRecord": ".simulator",
+    "UploadedFile": ".uploads",
 }
 
 

@@ -34,6 +34,16 @@ def _job_spec(text: str) -> tuple[str, tuple[str, ...]]:
     return job_id, statuses
 
 
+def _statuses(text: str) -> tuple[str, ...]:
+    statuses = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in statuses if s not in KNOWN_STATUSES]
+    if not statuses or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected STATUS[,STATUS...] from {list(KNOWN_STATUSES)}, got {text!r}"
+        )
+    return statuses
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_tfy.testing",
@@ -49,6 +59,19 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ID=STATUS,STATUS,...",
         help="script a job (repeatable); without any, three demo jobs are created",
+    )
+    parser.add_argument(
+        "--create-statuses",
+        type=_statuses,
+        default=("queued", "running", "succeeded"),
+        metavar="STATUS,STATUS,...",
+        help="statuses of jobs created through POST /fine_tuning/jobs (default: queued,running,succeeded)",
+    )
+    parser.add_argument(
+        "--no-cancel", action="store_true", help="answer 405 to cancel, as a gateway without cancel would"
+    )
+    parser.add_argument(
+        "--ignore-list-filter", action="store_true", help="list jobs ignoring metadata[...] filters"
     )
     parser.add_argument("--polls-per-status", type=int, default=1, metavar="N")
     parser.add_argument("--seconds-per-status", type=float, default=None, metavar="S")
@@ -67,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulator = GatewaySimulator(
         api_key=api_key, host=args.host, port=args.port, latency=args.latency, path_prefix=args.path_prefix
     )
+    simulator.set_create_script(
+        statuses=args.create_statuses,
+        polls_per_status=args.polls_per_status,
+        seconds_per_status=args.seconds_per_status,
+    )
+    simulator.can_cancel = not args.no_cancel
+    simulator.ignore_list_filter = args.ignore_list_filter
     jobs = args.job or list(DEMO_JOBS.items())
     for job_id, statuses in jobs:
         simulator.add_job(
@@ -92,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job_id, statuses in jobs:
             print(f"Job: {job_id} ({' -> '.join(statuses)})")
         print(f"export AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT={shlex.quote(connection)}")
+        print(f"Created jobs: {' -> '.join(args.create_statuses)} (POST /fine_tuning/jobs)")
         print(f"Script more jobs: POST {simulator.url}/__simulator__/jobs (same bearer key)")
         print("Press Ctrl+C to stop.", flush=True)
         # A timed wait keeps the main thread responsive to signals on every platform.

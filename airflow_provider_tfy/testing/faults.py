@@ -10,7 +10,17 @@ from typing import Any
 __all__ = ["Fault"]
 
 _KINDS = frozenset(
-    {"rate_limit", "server_error", "html_error", "reset", "delay", "malformed", "truncated", "status"}
+    {
+        "rate_limit",
+        "server_error",
+        "html_error",
+        "reset",
+        "delay",
+        "malformed",
+        "truncated",
+        "status",
+        "applied",
+    }
 )
 
 
@@ -19,7 +29,9 @@ class Fault:
     """One misbehaviour served instead of (or before) a normal response.
 
     Build instances with the class-method constructors; each fault is consumed by exactly one
-    request. ``kind`` names the behaviour, the other fields parametrise it.
+    request. ``kind`` names the behaviour, the other fields parametrise it. On an endpoint that
+    changes state (upload, create, cancel) every fault except :meth:`applied` (and a
+    :meth:`delay` without ``then``) means the gateway did *not* act on the request.
     """
 
     kind: str
@@ -70,6 +82,17 @@ class Fault:
         return cls(kind="delay", seconds=float(seconds), then=then)
 
     @classmethod
+    def applied(cls, then: Fault) -> Fault:
+        """The request IS carried out (job created, file stored, job cancelled), then ``then`` is
+        served instead of the answer: the lost answer that leaves a client unsure (e.g.
+        ``Fault.applied(then=Fault.server_error(500))`` or ``then=Fault.reset()``)."""
+        if not isinstance(then, Fault):
+            raise TypeError(f"then must be a Fault, got {then!r}")
+        if then.kind == "applied":
+            raise ValueError("then must not be another applied fault")
+        return cls(kind="applied", then=then)
+
+    @classmethod
     def malformed(
         cls,
         body: bytes | str = b'{"id": "x", ',
@@ -118,11 +141,16 @@ class Fault:
     def from_dict(cls, spec: Mapping[str, Any]) -> Fault:
         """Build a fault from its JSON form, e.g. ``{"kind": "rate_limit", "retry_after": 1}``.
 
-        Used by the simulator's admin surface and the CLI.
+        ``then`` (for ``delay`` and ``applied``) is itself such a dict; ``http_status`` may stand
+        for the builders' ``status`` (or ``code``). Used by the simulator's
+        admin surface and the CLI.
         """
         args = dict(spec)
         kind = args.pop("kind", None)
-        if kind == "delay" and isinstance(args.get("then"), Mapping):
+        if "http_status" in args:
+            # The dataclass field's name, accepted for the builders' ``status`` / ``code``.
+            args["code" if kind == "status" else "status"] = args.pop("http_status")
+        if kind in ("delay", "applied") and isinstance(args.get("then"), Mapping):
             args["then"] = cls.from_dict(args["then"])
         builders: dict[str, Callable[..., Fault]] = {
             "rate_limit": cls.rate_limit,
@@ -133,6 +161,7 @@ class Fault:
             "malformed": cls.malformed,
             "truncated": cls.truncated,
             "status": cls.status,
+            "applied": cls.applied,
         }
         if kind not in builders:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(builders)}")

@@ -20,6 +20,7 @@ DEFAULT_ERROR: dict[str, Any] = {
     "message": "The job failed because the training file contains examples that could not be parsed.",
     "param": "training_file",
 }
+_DEFAULT_HYPERPARAMETERS: dict[str, Any] = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.8}
 # Seconds a poll-driven job claims it still needs when it starts running.
 _ESTIMATED_RUNTIME = 300
 
@@ -36,7 +37,11 @@ class ScriptedJob:
     from 1, is served ``statuses[min((k - 1) // polls_per_status, len(statuses) - 1)]``. When
     ``seconds_per_status`` is set, the status instead depends on the wall time elapsed since the
     job was *added* to the simulator (not since its first GET), so a job can finish while nobody
-    is polling, as real jobs do. The last status is sticky.
+    is polling, as real jobs do. The last status is sticky, and so is :meth:`cancel`.
+
+    ``training_file``, ``validation_file``, ``suffix``, ``seed``, ``method``,
+    ``hyperparameters`` and ``integrations`` are echoed in the job's body (``suffix`` in its
+    ``fine_tuned_model`` name); left out, plausible values are made up.
 
     Instances are owned by a :class:`GatewaySimulator`, which serialises access to them.
     """
@@ -54,6 +59,13 @@ class ScriptedJob:
         trained_tokens: int | None = None,
         metadata: Mapping[str, str] | None = None,
         extra_fields: Mapping[str, Any] | None = None,
+        training_file: str | None = None,
+        validation_file: str | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        method: Mapping[str, Any] | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        integrations: Sequence[Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not job_id:
@@ -73,16 +85,25 @@ class ScriptedJob:
         self.seconds_per_status = None if seconds_per_status is None else float(seconds_per_status)
         self.error: dict[str, Any] = dict(error) if error is not None else dict(DEFAULT_ERROR)
         self.model = model
-        self.fine_tuned_model = fine_tuned_model or f"ft:{model}:tfy::{job_id}"
+        self.suffix = suffix
+        self.fine_tuned_model = fine_tuned_model or f"ft:{model}:tfy:{suffix or ''}:{job_id}"
         self.trained_tokens = DEFAULT_TRAINED_TOKENS if trained_tokens is None else int(trained_tokens)
         self.metadata = dict(metadata) if metadata is not None else None
         self.extra_fields = dict(extra_fields or {})
         self._clock = clock
         self.added_at: float = clock()
         self.created_at = int(self.added_at)
-        self.training_file = f"file-train-{secrets.token_hex(12)}"
+        self.training_file = training_file or f"file-train-{secrets.token_hex(12)}"
+        self.validation_file = validation_file
         self.result_file = f"file-result-{secrets.token_hex(12)}"
-        self.seed = secrets.randbelow(2**31)
+        self.seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        self.method: dict[str, Any] = dict(method) if method is not None else {"type": "supervised"}
+        self.hyperparameters: dict[str, Any] = (
+            dict(hyperparameters) if hyperparameters is not None else dict(_DEFAULT_HYPERPARAMETERS)
+        )
+        self.integrations = [dict(item) for item in integrations or ()]
+        #: Clock time of the first successful cancel, or None; a cancelled job stays cancelled.
+        self.cancelled_at: float | None = None
         #: Successful (200) GETs served so far; drives poll-based progression.
         self.polls = 0
         #: The status most recently served in a 200 response, or None before the first one.
@@ -93,6 +114,16 @@ class ScriptedJob:
     def final_status(self) -> str:
         """The status the job ends in."""
         return self.statuses[-1]
+
+    @property
+    def status(self) -> str:
+        """The status the job is in now (what a listing shows), without counting a poll."""
+        return str(self.peek()["status"])
+
+    def cancel(self) -> None:
+        """Move the job to ``cancelled`` for good (the caller checks it is not finished)."""
+        if self.cancelled_at is None:
+            self.cancelled_at = self._clock()
 
     def index_for_poll(self, k: int) -> int:
         """Index into ``statuses`` served by the k-th successful poll (1-based)."""
@@ -118,7 +149,7 @@ class ScriptedJob:
 
     def render(self, index: int) -> dict[str, Any]:
         """The response body for the job while it is in ``statuses[index]``."""
-        status = self.statuses[index]
+        status = self.statuses[index] if self.cancelled_at is None else "cancelled"
         # Poll-driven jobs have no schedule, so timestamps are pinned the first time a status is seen.
         first_seen = self._first_seen.setdefault(index, int(self._clock()))
         body: dict[str, Any] = {
@@ -131,19 +162,21 @@ class ScriptedJob:
             "organization_id": ORGANIZATION_ID,
             "result_files": [],
             "status": status,
-            "validation_file": None,
+            "validation_file": self.validation_file,
             "training_file": self.training_file,
-            "hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.8},
+            "hyperparameters": dict(self.hyperparameters),
             "trained_tokens": None,
-            "integrations": [],
+            "integrations": [dict(item) for item in self.integrations],
             "seed": self.seed,
             "estimated_finish": None,
-            "method": {"type": "supervised"},
+            "method": dict(self.method),
             "metadata": self.metadata,
         }
         if status == "running":
             body["trained_tokens"] = self.trained_tokens // 2
             body["estimated_finish"] = self._estimated_finish(first_seen)
+        elif self.cancelled_at is not None:
+            body["finished_at"] = max(int(self.cancelled_at), self.created_at)
         elif status in TERMINAL_STATUSES:
             body["finished_at"] = max(self._scheduled_time(index, first_seen), self.created_at)
         if status == "succeeded":

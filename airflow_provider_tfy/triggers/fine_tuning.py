@@ -3,7 +3,9 @@
 It shares every decision with the hook through :mod:`..protocol` (request, classification,
 retry waits, parsing) and with the sensor through :mod:`..events`; here only bytes move.
 Nothing in ``run()`` blocks the loop: the connection is read with the async accessors, and the
-one blocking step (building a TLS context) runs in a thread.
+one blocking step (building a TLS context) runs in a thread. Many triggers starting at once (a
+takeover) share one connection read and pace their first polls, so a batch never lands in one
+loop iteration (see ``benchmarks/density.py``, start burst).
 
 Why aiohttp and not httpx: with a few hundred pooled connections (a thousand waits at 200 ms
 latency keep ~200 requests in flight), httpcore's pool scans every connection on each request
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import ssl
 import time
 import urllib.request
@@ -28,7 +32,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryError
-from airflow_provider_tfy.models import JobOutcome
+from airflow_provider_tfy.models import JobOutcome, status_outcome
+
+# on_kill must finish within the triggerer's on_kill_timeout (30 s by default).
+_CANCEL_RETRIES = 2
+_MAX_CANCEL_RETRY_WAIT = 5.0
 
 
 class TrueFoundryFineTuningJobTrigger(BaseTrigger):
@@ -44,6 +52,9 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
     :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
     :param last_status: the status the sensor saw last, so only changes are logged.
+    :param cancel_on_kill: cancel the job when a user kills the deferred task (marks it failed or
+        success, clears it). Airflow 3.3+ calls :meth:`on_kill` only for such a user action, never
+        on a triggerer restart; older Airflow never calls it.
     """
 
     def __init__(
@@ -60,6 +71,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         file_purpose: str | None = None,
         metadata: dict[str, str] | str | None = None,
         last_status: str | None = None,
+        cancel_on_kill: bool = False,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -73,6 +85,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.file_purpose = file_purpose
         self.metadata = metadata
         self.last_status = last_status
+        self.cancel_on_kill = bool(cancel_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs; the deadline is absolute, so it survives a restart."""
@@ -90,13 +103,17 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                 "file_purpose": self.file_purpose,
                 "metadata": self.metadata,
                 "last_status": self.last_status,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends (one event), an unrecoverable error, or the deadline."""
         try:
-            config = await self._config()
+            connection = await shared_connections.read(self.truefoundry_conn_id)
+            # The sensor poked before deferring, so the first poll can wait its turn; see FirstPollPacer.
+            await asyncio.sleep(first_poll_pacer.delay(self.poll_interval, self.deadline))
+            config = self._config_from(connection)
             policy = protocol.RetryPolicy.from_params(
                 max_retries=self.hook_params.get("max_retries"),
                 retry_delay=self.hook_params.get("retry_delay"),
@@ -162,17 +179,133 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
             # Never sleep past the deadline: the last poll happens at it, not after it.
             await asyncio.sleep(min(wait, remaining))
 
-    async def _config(self) -> protocol.GatewayConfig:
-        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+    async def on_kill(self) -> None:
+        """Cancel the job when a user kills the deferred task, if ``cancel_on_kill`` (Airflow 3.3+).
 
-        conn = await get_async_connection(self.truefoundry_conn_id)
+        Airflow calls this only for a user's action (mark failed or success, clear), never on a
+        triggerer restart or the trigger's own timeout. The cancel is retried like a poll
+        (cancelling twice is harmless) within the triggerer's ``on_kill_timeout``; one that fails
+        is logged, never raised: the user's action has already decided the task's state.
+        """
+        if not self.cancel_on_kill:
+            return
+        if self.last_status is not None and status_outcome(self.last_status) is not JobOutcome.IN_PROGRESS:
+            return  # the job has ended: nothing to cancel
+        try:
+            config = await self._config()
+            policy = protocol.RetryPolicy.from_params(
+                max_retries=self.hook_params.get("max_retries"),
+                retry_delay=self.hook_params.get("retry_delay"),
+            )
+            request = protocol.cancel_request(config, self.job_id, self._header_overrides())
+            async with shared_clients.client(config) as session:
+                for attempt in itertools.count(1):
+                    try:
+                        answer = await send(session, request)
+                        job = protocol.read_cancel_response(config, request, *answer, job_id=self.job_id)
+                        break
+                    except TrueFoundryError as err:
+                        wait = policy.wait_before_retry(attempt, err)
+                        if wait is None or attempt > _CANCEL_RETRIES:
+                            raise
+                        await asyncio.sleep(min(wait, _MAX_CANCEL_RETRY_WAIT))
+        except TrueFoundryError as err:
+            self.log.warning(
+                "Could not cancel fine-tuning job %s after the task was killed: %s. Cancel it at the "
+                "gateway if it should not run on.",
+                self.job_id,
+                err,
+            )
+            return
+        self.log.info(
+            "The task was killed: cancelled fine-tuning job %s; its status is now %s.", job.id, job.status
+        )
+
+    def _header_overrides(self) -> protocol.HeaderOptions:
+        return protocol.header_options(
+            provider_name=self.provider_name,
+            provider_model=self.provider_model,
+            vertex_storage_bucket_name=self.vertex_storage_bucket_name,
+            file_purpose=self.file_purpose,
+            metadata=self.metadata,
+        )
+
+    async def _config(self) -> protocol.GatewayConfig:
+        return self._config_from(await shared_connections.read(self.truefoundry_conn_id))
+
+    def _config_from(self, connection: ConnectionFields) -> protocol.GatewayConfig:
+        host, password, extra = connection
         return protocol.gateway_config(
             self.truefoundry_conn_id,
-            host=conn.host,
-            password=conn.password,
-            extra=await get_async_extra_dejson(conn),
+            host=host,
+            password=password,
+            extra=extra,
             timeout=self.hook_params.get("timeout"),
         )
+
+
+#: What the trigger needs of a connection: host, password and the extra as a dict.
+ConnectionFields = tuple[str | None, str | None, dict[str, Any]]
+
+
+async def _read_connection(conn_id: str) -> ConnectionFields:
+    from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+    conn = await get_async_connection(conn_id)
+    return conn.host, conn.password, await get_async_extra_dejson(conn)
+
+
+class SharedConnectionReads:
+    """Concurrent reads of one connection in one event loop become a single read.
+
+    Each read is a thread hop or a round trip to the triggerer's supervisor; a triggerer taking
+    over a thousand waits would otherwise make a thousand identical ones at once. Only reads in
+    flight are shared: a read that starts after the last one finished reads afresh, so an edited
+    connection (a rotated key) reaches the next trigger that starts, as before.
+    """
+
+    def __init__(self) -> None:
+        self._reads: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Future[ConnectionFields]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def read(self, conn_id: str) -> ConnectionFields:
+        reads = self._reads.setdefault(asyncio.get_running_loop(), {})
+        future = reads.get(conn_id)
+        if future is None:
+            future = reads[conn_id] = asyncio.ensure_future(_read_connection(conn_id))
+            future.add_done_callback(lambda done: reads.pop(conn_id) if reads.get(conn_id) is done else None)
+        # Shielded: one waiter being cancelled must not cancel the read the others wait for.
+        return await asyncio.shield(future)
+
+
+class FirstPollPacer:
+    """Spaces the first polls of triggers that start together in one loop ``pace`` seconds apart.
+
+    A triggerer starts many triggers in one go when it takes over a dead peer's or starts with a
+    full table; they would all build and send their first request in the same loop iteration and
+    block the loop (and every other trigger in it) for the whole batch. Paced, a lone trigger
+    polls at once and a batch of N spreads over N milliseconds, so the loop never runs more than a
+    few first polls in one go. A batch too large for one poll interval is spread at random over
+    the interval instead: the first poll never comes later than an interval after the start.
+    """
+
+    pace = 0.001
+
+    def __init__(self) -> None:
+        self._next: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
+
+    def delay(self, poll_interval: float, deadline: float) -> float:
+        """Seconds this trigger waits before its first poll (never past the deadline)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next.get(loop, now))
+        if slot - now <= poll_interval:
+            self._next[loop] = slot + self.pace
+            wait = slot - now
+        else:
+            wait = random.uniform(0, poll_interval)
+        return max(0.0, min(wait, deadline - time.time()))
 
 
 async def send(
@@ -189,18 +322,28 @@ async def send(
         async with session.request(
             request.method, request.url, headers=request.headers, timeout=timeout, allow_redirects=False
         ) as response:
-            body = await response.content.read(protocol.MAX_BODY_BYTES + 1)
-            if len(body) > protocol.MAX_BODY_BYTES:
-                raise protocol.transport_error(
-                    request, f"the body is larger than {protocol.MAX_BODY_BYTES} bytes"
-                )
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, body
+            # content.read(n) returns what has arrived so far (up to n bytes), not n bytes: read
+            # to the end, and stop as soon as the body passes the cap, as the hook does.
+            chunks, size = [], 0
+            async for chunk in response.content.iter_any():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > protocol.MAX_BODY_BYTES:
+                    raise protocol.body_too_large(request)
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, b"".join(chunks)
     except aiohttp.ClientSSLError as err:
         raise protocol.tls_error(request, f"{type(err).__name__}: {err}") from None
     except TimeoutError as err:  # aiohttp's timeouts subclass it
-        raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
+        # A connect timeout means the request never left (see protocol.could_have_been_applied).
+        sent = not isinstance(err, aiohttp.ConnectionTimeoutError)
+        raise protocol.transport_error(request, type(err).__name__, timed_out=True, sent=sent) from None
     except aiohttp.ClientError as err:
-        raise protocol.transport_error(request, f"{type(err).__name__}: {err}"[:200]) from None
+        sent = not isinstance(err, aiohttp.ClientConnectorError)  # refused or never opened
+        raise protocol.transport_error(request, f"{type(err).__name__}: {err}"[:200], sent=sent) from None
+
+
+# http.client's limit (``_MAXLINE``), which the hook's requests/urllib3 stack inherits.
+_MAX_HEADER_LINE = 65536
 
 
 @dataclass
@@ -254,6 +397,11 @@ class SharedClients:
             # a .netrc entry must never replace our Authorization header. Proxies from the
             # environment are resolved once above instead, as requests does for the hook.
             trust_env=False,
+            # The hook's http.client reads header lines up to 64 KiB; aiohttp's default (8 KiB)
+            # would turn a long header (a 10 KB Location) into a retried "connection error" here
+            # while the hook reports the redirect: the two must classify the same answer alike.
+            max_line_size=_MAX_HEADER_LINE,
+            max_field_size=_MAX_HEADER_LINE,
         )
 
 
@@ -275,3 +423,5 @@ def _transport_settings(config: protocol.GatewayConfig) -> tuple[ssl.SSLContext 
 
 
 shared_clients = SharedClients()
+shared_connections = SharedConnectionReads()
+first_poll_pacer = FirstPollPacer()

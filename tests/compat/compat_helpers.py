@@ -30,8 +30,30 @@ PACKAGE_DIR = Path(importlib.util.find_spec("airflow_provider_tfy").origin).pare
 AIRFLOW_VERSION = Version(Version(importlib.metadata.version("apache-airflow")).base_version)
 AIRFLOW_3 = Version("3.0") <= AIRFLOW_VERSION
 
+AIRFLOW_30 = Version("3.0") <= AIRFLOW_VERSION < Version("3.1")
+
 only_airflow_2 = pytest.mark.skipif(AIRFLOW_3, reason="Airflow 2's Flask UI only")
 only_airflow_3 = pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3's FastAPI UI only")
+
+# Airflow 3.0.x's ``dag.test()`` cannot run any reschedule-mode sensor past its first reschedule:
+# its in-process supervisor hands the task the first reschedule date as a string
+# (``TaskRescheduleStartDate.model_construct`` skips validation; 3.1 validates), and
+# BaseSensorOperator.execute fails on ``utcnow() - start_date`` with a TypeError. (A scheduled
+# task decodes the supervisor's answer with validation: a different path, not run here.)
+# test_compat_dags.py proves it on a sensor of Airflow's own; strict, so the mark goes once
+# Airflow 3.0.x no longer fails.
+airflow_30_dag_test_reschedule_bug = pytest.mark.xfail(
+    AIRFLOW_30,
+    strict=True,
+    reason="Airflow 3.0.x dag.test(): TaskRescheduleStartDate.start_date arrives as a str (fixed in 3.1)",
+)
+
+
+def sensor_modes(*modes: str) -> list[Any]:
+    """``modes`` as pytest params, reschedule mode marked with Airflow 3.0.x's own dag.test() bug."""
+    mark = airflow_30_dag_test_reschedule_bug
+    return [pytest.param(m, marks=mark) if m == "reschedule" else m for m in modes]
+
 
 _module_counter = itertools.count()
 
@@ -115,6 +137,12 @@ AIRFLOW_OWN_WARNINGS = (
         Version("3.0"),
         "Timer and timing metrics publish in seconds were deprecated",
         "Airflow 2's [metrics] timer_unit_consistency notice, given when its stats module first loads",
+    ),
+    (
+        Version("3.1"),
+        "Using Connection.get_connection_from_secrets from `airflow.models` is deprecated",
+        "3.0 has no task-SDK BaseHook: every hook's get_connection is airflow.hooks.base's, which "
+        "reads the connection through the deprecated models method",
     ),
     (
         Version("3.3"),

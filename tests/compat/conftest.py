@@ -1,8 +1,8 @@
 """Fixtures of the cross-version smoke suite (``tests/compat``).
 
 The suite runs unchanged on every Airflow version the provider declares: on the locked 3.3.x as
-part of the normal test run, and on the newest 2.11.x and 3.1.x through ``scripts/compat.sh``,
-each in its own environment with the provider installed from a built wheel.
+part of the normal test run, and on the newest 2.11.x, 3.0.x, 3.1.x and 3.2.x through
+``scripts/compat.sh``, each in its own environment with the provider installed from a built wheel.
 
 ``tests/conftest.py`` has already pointed ``AIRFLOW_HOME`` at a throwaway directory and the DAGs
 folder at ``example_dags/`` before anything imports Airflow; its ``airflow_db`` fixture migrates

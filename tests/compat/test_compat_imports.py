@@ -9,21 +9,36 @@ differences it leaves are in ``airflow_provider_tfy.version_compat``. A new dire
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from compat_helpers import EXAMPLE_DAG_FILE, PACKAGE_DIR
 
 COMPAT = "airflow.providers.common.compat"
 DIRECT_IMPORTS_ALLOWED = {
     # The compat provider has no BaseTrigger/TriggerEvent: the module is the same, and not
-    # deprecated, on 2.11, 3.1 and 3.3 (the trigger runs in the triggerer, not the task SDK).
+    # deprecated, on 2.11 to 3.3 (the trigger runs in the triggerer, not the task SDK).
     "airflow.triggers.base": "airflow_provider_tfy/triggers/fine_tuning.py",
+    # The optional OpenLineage provider's own class, imported only when that provider is installed
+    # and asks the task for its lineage (it has no compat-layer alias).
+    "airflow.providers.openlineage.extractors": "airflow_provider_tfy/lineage.py",
 }
 
 
-def _airflow_imports(path: Path) -> list[tuple[int, str]]:
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of nodes under ``if TYPE_CHECKING:``: never imported at run time, on any version."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
+    return skipped
+
+
+def _airflow_imports(source: str, filename: str = "<source>") -> list[tuple[int, str]]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(source, filename)
+    type_checking = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_checking:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -39,7 +54,7 @@ def test_airflow_is_imported_only_through_the_compat_provider() -> None:
     offending = []
     for path in files:
         where = path.relative_to(PACKAGE_DIR.parent) if path.is_relative_to(PACKAGE_DIR) else path.name
-        for lineno, module in _airflow_imports(path):
+        for lineno, module in _airflow_imports(path.read_text(), str(path)):
             if module == COMPAT or module.startswith(COMPAT + "."):
                 continue
             if DIRECT_IMPORTS_ALLOWED.get(module) == str(where):
@@ -48,3 +63,15 @@ def test_airflow_is_imported_only_through_the_compat_provider() -> None:
 
     assert offending == []
     assert len(files) > 10  # the scan saw the package
+
+
+def test_the_scan_skips_only_type_checking_imports() -> None:
+    source = """
+from typing import TYPE_CHECKING
+import airflow.models
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+def f():
+    from airflow.sdk import ObjectStoragePath
+"""
+    assert _airflow_imports(source) == [(3, "airflow.models"), (7, "airflow.sdk")]

@@ -326,6 +326,13 @@ def test_a_trigger_recreated_mid_wait_keeps_the_absolute_deadline(connected_gate
 # ------------------------------------------------------------------------------------------
 
 
+# A tick of the 10 ms ticker later than STALL counts as a stall; at most MAX_STALLS may happen,
+# none as long as LONGEST_STALL.
+STALL = 0.05
+MAX_STALLS = 2
+LONGEST_STALL = 0.25
+
+
 class LoopWatch:
     """A ticker on the loop (sleep 10 ms, record each gap) and a watchdog thread beside it.
 
@@ -386,8 +393,15 @@ def test_the_event_loop_is_never_blocked(api_key, set_connection):
 
     assert [p["status"] for p in payloads] == ["succeeded"] * len(jobs)
     assert len(watch.gaps) > 20  # the ticker ran all along (3 polls x 0.2 s latency at least)
-    stalls = "\n---\n".join(watch.stalls)
-    assert max(watch.gaps) < 0.05, f"the loop was blocked for {max(watch.gaps) * 1000:.0f} ms in:\n{stalls}"
+    # One late tick is a GC pause or the OS scheduling another process on a busy 2-core box; code
+    # that blocks the loop shows up on every poll wave (3 or more), or as one very long stall.
+    late = [gap for gap in watch.gaps if gap > STALL]
+    where = "\n---\n".join(watch.stalls)
+    report = (
+        f"{len(late)} of {len(watch.gaps)} ticks late: {[round(gap * 1000) for gap in late]} ms, in:\n{where}"
+    )
+    assert len(late) <= MAX_STALLS, f"the loop was blocked again and again; {report}"
+    assert max(watch.gaps) < LONGEST_STALL, f"the loop was blocked for too long; {report}"
 
 
 def test_triggers_in_one_loop_share_one_client_per_gateway(api_key, set_connection):

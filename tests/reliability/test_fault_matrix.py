@@ -3,7 +3,7 @@
 Each row scripts the simulator, runs a two-task DAG (the sensor, then a task that receives its
 XCom) with ``dag.test()``, and asserts the gate's end state, an upper bound on the requests the
 gateway saw for the job, and, on success, that the XCom is the complete job the gateway last
-served. The same rows render the README's table (:func:`fault_matrix_markdown`).
+served. The same rows render the docs' table (docs/reliability.md) (:func:`fault_matrix_markdown`).
 
 Expected outcomes follow the package's policy (``protocol.py``): 429, 5xx, connection errors,
 timeouts and a 200 whose body is not JSON are retried within a call and then waited through by
@@ -48,7 +48,7 @@ from airflow_provider_tfy.exceptions import (
 from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
 from airflow_provider_tfy.testing import Fault, GatewaySimulator, ScriptedJob
 
-from ._support import ATTEMPTS_PER_CALL, CONN_ID, HOOK_PARAMS, check_readme_block, markdown_table, run_dag
+from ._support import ATTEMPTS_PER_CALL, CONN_ID, HOOK_PARAMS, check_docs_block, markdown_table, run_dag
 
 POKE_INTERVAL = 0.1
 # Rows that end on their own get a timeout they never reach; the timeout rows a short one.
@@ -399,7 +399,7 @@ SCENARIOS: list[Scenario] = [
 
 
 def fault_matrix_markdown() -> str:
-    """The README's fault-matrix table, generated from :data:`SCENARIOS`."""
+    """The fault-matrix table of docs/reliability.md, generated from :data:`SCENARIOS`."""
     params = ", ".join(f"{name}={value:g}" for name, value in HOOK_PARAMS.items())
     intro = (
         f"Sensor with `poke_interval={POKE_INTERVAL:g}` and `hook_params` `{params}`; requests are "
@@ -536,10 +536,10 @@ def test_a_long_retry_after_is_honoured_between_pokes(
     assert requests <= 3, f"{requests} requests within a 120 s Retry-After"
 
 
-def test_fault_matrix_table_in_readme() -> None:
+def test_fault_matrix_table_in_docs() -> None:
     table = fault_matrix_markdown()
     print(f"\n<!-- fault-matrix:start -->\n{table}\n<!-- fault-matrix:end -->")
-    check_readme_block("fault-matrix", table)
+    check_docs_block("fault-matrix", table)
 
 
 def test_scenario_names_are_unique() -> None:

@@ -2,7 +2,7 @@
 
 Every case goes through the sync hook and the async trigger against a live simulator, so "before
 any request" is measured (the simulator saw nothing), not assumed. The same rows render the
-README's table (:func:`hostile_input_markdown`).
+docs' table in docs/reliability.md (:func:`hostile_input_markdown`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ._support import (
     CONN_ENV,
     CONN_ID,
     HOOK_PARAMS,
-    check_readme_block,
+    check_docs_block,
     connection_json,
     first_event,
     markdown_table,
@@ -229,7 +229,7 @@ CASES: list[Case] = [
 
 
 def hostile_input_markdown() -> str:
-    """The README's hostile-input table, generated from :data:`CASES`."""
+    """The hostile-input table of docs/reliability.md, generated from :data:`CASES`."""
     intro = (
         "Each case goes through the hook and the trigger against the simulator; "
         "requests are those the simulator saw (`tests/reliability/test_hostile_input.py`)."
@@ -405,10 +405,10 @@ def test_metadata_rendered_as_json_text_reaches_the_gateway_in_every_mode(
     assert gateway.request_count(scripted.id) == 2
 
 
-def test_hostile_input_table_in_readme() -> None:
+def test_hostile_input_table_in_docs() -> None:
     table = hostile_input_markdown()
     print(f"\n<!-- hostile-input:start -->\n{table}\n<!-- hostile-input:end -->")
-    check_readme_block("hostile-input", table)
+    check_docs_block("hostile-input", table)
 
 
 def test_case_names_are_unique() -> None:
@@ -416,18 +416,20 @@ def test_case_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
-def test_the_readme_check_skips_without_markers_and_fails_on_a_stale_table(
+def test_the_docs_check_fails_without_the_page_or_markers_and_on_a_stale_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    readme = tmp_path / "README.md"
-    monkeypatch.setattr(_support, "README", readme)
+    page = tmp_path / "reliability.md"
+    monkeypatch.setattr(_support, "DOCS_PAGE", page)
     table = hostile_input_markdown()
-    readme.write_text("# Title\n", encoding="utf-8")
-    with pytest.raises(pytest.skip.Exception):
-        check_readme_block("hostile-input", table)
+    with pytest.raises(AssertionError, match="is missing"):
+        check_docs_block("hostile-input", table)
+    page.write_text("# Title\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="no <!-- hostile-input:start --> / <!-- hostile-input:end -->"):
+        check_docs_block("hostile-input", table)
     stale = table.replace("| 0 |", "| 2 |", 1)
-    readme.write_text(f"x\n<!-- hostile-input:start -->\n{stale}\n<!-- hostile-input:end -->\ny\n", "utf-8")
+    page.write_text(f"x\n<!-- hostile-input:start -->\n{stale}\n<!-- hostile-input:end -->\ny\n", "utf-8")
     with pytest.raises(AssertionError, match="out of date"):
-        check_readme_block("hostile-input", table)
-    readme.write_text(f"x\n<!-- hostile-input:start -->\n{table}\n<!-- hostile-input:end -->\ny\n", "utf-8")
-    check_readme_block("hostile-input", table)
+        check_docs_block("hostile-input", table)
+    page.write_text(f"x\n<!-- hostile-input:start -->\n{table}\n<!-- hostile-input:end -->\ny\n", "utf-8")
+    check_docs_block("hostile-input", table)

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from airflow.providers.common.compat.sdk import DAG, TaskDeferred
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.exceptions import (
     FineTuningJobFailed,
+    FineTuningJobNotFound,
     TrueFoundryAPIError,
+    TrueFoundryAuthError,
     TrueFoundryError,
     TrueFoundryResponseError,
 )
@@ -36,7 +39,16 @@ from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSen
 from airflow_provider_tfy.testing import Fault, GatewaySimulator
 from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
-from ._support import CONN_ENV, CONN_ID, HOOK_PARAMS, KEY_PREFIX, connection_json, first_event, run_dag
+from ._support import (
+    ATTEMPTS_PER_CALL,
+    CONN_ENV,
+    CONN_ID,
+    HOOK_PARAMS,
+    KEY_PREFIX,
+    connection_json,
+    first_event,
+    run_dag,
+)
 
 HERE = Path(__file__).resolve().parent
 # "A few hundred characters": the excerpt itself, and a whole message around it.
@@ -98,18 +110,39 @@ def _own_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 # Exceptions and trigger events
 # --------------------------------------------------------------------------------------------
 
-ECHOES = [
-    "400_json_message",
-    "401_json_message",
-    "403_json_message",
-    "404_json_message",
-    "409_text_body",
-    "429_json_message",
-    "503_json_message",
-    "502_html_page",
-    "200_not_json",
-    "302_location",
-]
+
+@dataclass(frozen=True)
+class Expected:
+    """What one answer must give: the hook's exception, and the trigger's first event.
+
+    ``event`` is ``("succeeded", None, None)`` where the answer is transient: the trigger waits
+    through it (logging each failure) and then sees the job succeed; otherwise it is the error
+    event's ``(status, kind, status_code)``.
+    """
+
+    error: type[TrueFoundryError]
+    retryable: bool
+    event: tuple[str, str | None, int | None]
+
+
+def _error_event(kind: str, status_code: int | None) -> tuple[str, str | None, int | None]:
+    return ("error", kind, status_code)
+
+
+WAITS_THROUGH = ("succeeded", None, None)
+
+ECHOES = {
+    "400_json_message": Expected(TrueFoundryAPIError, False, _error_event("api", 400)),
+    "401_json_message": Expected(TrueFoundryAuthError, False, _error_event("auth", 401)),
+    "403_json_message": Expected(TrueFoundryAuthError, False, _error_event("auth", 403)),
+    "404_json_message": Expected(FineTuningJobNotFound, False, _error_event("not_found", 404)),
+    "409_text_body": Expected(TrueFoundryAPIError, False, _error_event("api", 409)),
+    "429_json_message": Expected(TrueFoundryAPIError, True, WAITS_THROUGH),
+    "503_json_message": Expected(TrueFoundryAPIError, True, WAITS_THROUGH),
+    "502_html_page": Expected(TrueFoundryAPIError, True, WAITS_THROUGH),
+    "200_not_json": Expected(TrueFoundryResponseError, True, WAITS_THROUGH),
+    "302_location": Expected(TrueFoundryAPIError, False, _error_event("api", 302)),
+}
 
 
 def _echo_fault(name: str, key: str) -> Fault:
@@ -123,33 +156,48 @@ def _echo_fault(name: str, key: str) -> Fault:
     return Fault.status(status, body=_echo(key))
 
 
-@pytest.mark.parametrize("name", ECHOES)
+@pytest.mark.parametrize("name", list(ECHOES))
 def test_an_error_body_echoing_the_key_never_reaches_an_exception_event_or_log(
     name: str, gateway: GatewaySimulator, gateway_conn: str, api_key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    expected = ECHOES[name]
     caplog.set_level(logging.DEBUG)
     # The fault repeats for retries, so every attempt of the hook and of the trigger sees the echo.
     for _ in range(2 * (HOOK_PARAMS["max_retries"] + 1)):
         gateway.add_fault("ftjob-echo", _echo_fault(name, api_key))
     gateway.add_job("ftjob-echo", statuses=("succeeded",))
     error = _hook_error("ftjob-echo")
+    assert type(error) is expected.error, repr(error)
+    assert error.retryable is expected.retryable
     assert "***" in str(error)
     _assert_absent(api_key, str(error), "the hook's exception")
     _assert_absent(api_key, repr(error.args), "the hook's exception args")
     _assert_absent(api_key, getattr(error, "body_excerpt", ""), "the exception's body excerpt")
+    hook_records = _own_records(caplog)
+    # The hook's attempts: every one, if the answer is transient; one otherwise.
+    assert gateway.request_count("ftjob-echo") == (ATTEMPTS_PER_CALL if expected.retryable else 1)
 
+    caplog.clear()
     event = _trigger_event("ftjob-echo")
-    if error.retryable:
-        # The trigger waits through retryable answers, then gets the job.
-        assert event["status"] == "succeeded"
+    assert (event["status"], event.get("kind"), event.get("status_code")) == expected.event, event
+    if expected.event == WAITS_THROUGH:
+        # It waited through the hook's leftover faults (as many as the hook had), then saw the job.
+        assert gateway.request_count("ftjob-echo") == 2 * ATTEMPTS_PER_CALL + 1
     else:
-        assert event["status"] == "error"
         assert "***" in event["message"]
-        _assert_absent(api_key, json.dumps(event), "the trigger's error event")
-    own = _own_records(caplog)
-    # Retried failures are logged, with the gateway's message in them: those logs are checked too.
-    assert own or not error.retryable
-    for record in own:
+        assert gateway.request_count("ftjob-echo") == 2
+    _assert_absent(api_key, json.dumps(event), "the trigger's event")
+    trigger_records = _own_records(caplog)
+    if expected.retryable:
+        # Retried failures are logged with the gateway's message in them: those logs are checked.
+        assert hook_records, "the hook logged none of its retries"
+        assert trigger_records, "the trigger logged none of the failures it waited through"
+        assert all(
+            "***" in record.getMessage()
+            for record in hook_records + trigger_records
+            if record.levelno == logging.WARNING
+        )
+    for record in hook_records + trigger_records:
         _assert_absent(api_key, record.getMessage(), f"a log record of {record.name}")
 
 
@@ -203,7 +251,18 @@ def _huge(name: str) -> Fault:
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["json_message", "text_body", "html_502", "not_json_200", "location_10kb"])
+# The trigger's first event per answer: an error, or (transient answers) the job, once the faults
+# left over from the hook's three attempts are used up.
+HUGE = {
+    "json_message": "error",
+    "text_body": "error",
+    "html_502": "succeeded",
+    "not_json_200": "succeeded",
+    "location_10kb": "error",
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE))
 def test_huge_error_bodies_are_cut_before_messages_and_logs(
     name: str, gateway: GatewaySimulator, gateway_conn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -222,9 +281,14 @@ def test_huge_error_bodies_are_cut_before_messages_and_logs(
     caplog.clear()
     gateway.reset_counters()
     event = _trigger_event("ftjob-huge")
-    if event["status"] == "error":
-        assert len(event["message"]) <= MAX_MESSAGE
+    assert event["status"] == HUGE[name], event
+    if HUGE[name] == "error":
+        assert len(event["message"]) <= MAX_MESSAGE, len(event["message"])
+    else:
+        # It waited through the transient answers: those were logged, and cut short too.
+        assert gateway.request_count("ftjob-huge") == ATTEMPTS_PER_CALL + 1
     own = _own_records(caplog)
+    assert own or HUGE[name] == "error", "the trigger logged none of the failures it waited through"
     for record in own:
         assert len(record.getMessage()) <= MAX_MESSAGE + 200, record.getMessage()[:200]
 

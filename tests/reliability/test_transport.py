@@ -16,6 +16,7 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -533,17 +534,28 @@ def test_a_gateway_that_never_answers_ends_the_trigger_at_its_deadline(
     assert deadline_in - 0.1 <= elapsed <= deadline_in + TIMEOUT + 1.5, elapsed
 
 
-def _finishes_within(seconds: float, call: Any) -> bool:
-    """Run ``call`` in a daemon thread; whether it returned (or raised) within ``seconds``."""
-    done = threading.Event()
+def _error_within(seconds: float, call: Any) -> BaseException:
+    """Run ``call`` in a daemon thread; the exception it raised, failing if it hung or returned.
+
+    A thread, not ``pytest-timeout``: a hung call must fail this test, not the whole session.
+    """
+    outcome: list[BaseException | None] = []
 
     def run() -> None:
-        with contextlib.suppress(BaseException):
+        try:
             call()
-        done.set()
+        except BaseException as err:  # whatever it is, the test asserts on it
+            outcome.append(err)
+        else:
+            outcome.append(None)
 
-    threading.Thread(target=run, daemon=True).start()
-    return done.wait(seconds)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"the call was still running after {seconds:.1f} s"
+    error = outcome[0]
+    assert error is not None, "the call returned, though the gateway never finished its answer"
+    return error
 
 
 def test_a_gateway_that_trickles_its_body_cannot_hang_the_hook(
@@ -553,9 +565,20 @@ def test_a_gateway_that_trickles_its_body_cannot_hang_the_hook(
     try:
         _connect(monkeypatch, f"http://127.0.0.1:{server.port}", api_key)
         hook = _hook()
-        assert _finishes_within(_call_bound() + 3, lambda: hook.get_fine_tuning_job("ftjob-drip"))
+        started = time.monotonic()
+        error = _error_within(_call_bound() + 3, lambda: hook.get_fine_tuning_job("ftjob-drip"))
+        elapsed = time.monotonic() - started
     finally:
         server.close()
+    # The body's own deadline ended each attempt, not a crash or a refused connection.
+    assert type(error) is TrueFoundryConnectionError, repr(error)
+    assert "did not answer in time" in str(error)
+    assert "the body did not arrive in time" in str(error)
+    assert f"GET http://127.0.0.1:{server.port}/fine_tuning/jobs/ftjob-drip" in str(error)
+    assert api_key not in str(error)
+    # Every attempt got its answer's head and then waited out the whole-exchange deadline.
+    assert server.accepted == ATTEMPTS
+    assert elapsed >= ATTEMPTS * TIMEOUT * 0.9, elapsed
 
 
 def test_a_gateway_that_trickles_its_body_cannot_hang_the_trigger(
@@ -580,6 +603,189 @@ async def _first(trigger: TrueFoundryFineTuningJobTrigger) -> dict[str, Any]:
         return (await events.__anext__()).payload
     finally:
         await events.aclose()
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies over 4 MiB are refused: a runaway answer cannot fill a worker's or the triggerer's memory
+# --------------------------------------------------------------------------------------------
+
+CAP = protocol.MAX_BODY_BYTES
+TOO_LARGE = f"the body is larger than {CAP} bytes"
+
+
+def _padded_job(job_id: str, size: int) -> bytes:
+    """A valid job answer of exactly ``size`` bytes: JSON after leading whitespace.
+
+    The padding comes first, so a client that reads only part of the body cannot parse it.
+    """
+    job = json.dumps(ScriptedJob(job_id, statuses=("succeeded",)).poll()).encode()
+    return b" " * (size - len(job)) + job
+
+
+@pytest.mark.parametrize("path", ["hook", "trigger"])
+def test_a_body_of_exactly_the_cap_is_read_whole(
+    path: str, gateway: GatewaySimulator, gateway_conn: str
+) -> None:
+    gateway.add_job(
+        "ftjob-cap", statuses=("succeeded",), faults=[Fault.malformed(_padded_job("ftjob-cap", CAP))]
+    )
+    if path == "hook":
+        assert _hook(max_retries=0).get_fine_tuning_job("ftjob-cap").status == "succeeded"
+    else:
+        assert first_event(_trigger("ftjob-cap"))["status"] == "succeeded"
+    # One request: the padded body was read to its end and parsed the first time.
+    assert gateway.request_count("ftjob-cap") == 1
+
+
+def test_a_body_over_the_cap_is_refused_by_the_hook(gateway: GatewaySimulator, gateway_conn: str) -> None:
+    for _ in range(ATTEMPTS):
+        gateway.add_fault("ftjob-huge", Fault.malformed(_padded_job("ftjob-huge", CAP + 1)))
+    gateway.add_job("ftjob-huge", statuses=("succeeded",))
+    with pytest.raises(TrueFoundryConnectionError) as caught:
+        _hook().get_fine_tuning_job("ftjob-huge")
+    assert type(caught.value) is TrueFoundryConnectionError
+    message = str(caught.value)
+    assert TOO_LARGE in message
+    assert f"GET {gateway.url}/fine_tuning/jobs/ftjob-huge" in message
+    assert len(message) < 400, message
+    # A transient failure, as a proxy gone wrong would be: every attempt was made, none more.
+    assert caught.value.retryable
+    assert gateway.request_count("ftjob-huge") == ATTEMPTS
+
+
+def _refusals(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The trigger's log lines that report an oversized body.
+
+    Depending on how Airflow set up logging in this process, the trigger's logger goes through
+    the standard library (caplog) or structlog's console renderer (stdout): one or the other.
+    """
+    printed = capsys.readouterr().out.splitlines()
+    logged = [record.getMessage() for record in caplog.records]
+    return [
+        line
+        for line in (logged if any(TOO_LARGE in line for line in logged) else printed)
+        if TOO_LARGE in line
+    ]
+
+
+def test_a_body_over_the_cap_is_refused_by_the_trigger(
+    gateway: GatewaySimulator,
+    gateway_conn: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_tfy")
+    for _ in range(ATTEMPTS):
+        gateway.add_fault("ftjob-huge", Fault.malformed(_padded_job("ftjob-huge", CAP + 1)))
+    gateway.add_job("ftjob-huge", statuses=("succeeded",))
+    event = first_event(_trigger("ftjob-huge"))
+    # It waited through the oversized answers, each refused and logged, and then saw the job.
+    assert event["status"] == "succeeded"
+    refused = _refusals(caplog, capsys)
+    assert len(refused) == ATTEMPTS, refused
+    assert all(f"GET {gateway.url}/fine_tuning/jobs/ftjob-huge" in line for line in refused)
+    assert gateway.request_count("ftjob-huge") == ATTEMPTS + 1
+
+
+class _Endless(_Silent):
+    """Answers a 200 that announces a 1 GiB body and sends it as fast as the client reads."""
+
+    ANNOUNCED = 1 << 30
+    BLOCK = b" " * (64 * 1024)  # made once: sending it allocates nothing the test measures
+
+    sent = 0
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                connection, _ = self.listener.accept()
+                self.accepted += 1
+                self.connections.append(connection)
+                threading.Thread(target=self._flood, args=(connection,), daemon=True).start()
+
+    def _flood(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % self.ANNOUNCED
+            )
+            while not self._stop.is_set() and self.sent < self.ANNOUNCED:
+                connection.sendall(self.BLOCK)
+                self.sent += len(self.BLOCK)
+
+
+@pytest.fixture
+def endless() -> Iterator[_Endless]:
+    server = _Endless()
+    yield server
+    server.close()
+
+
+# What a client may hold while refusing an endless body: the cap and a read's worth beyond it
+# (4.2-4.6 MiB measured), with room to spare; one that buffered the whole answer would hold 1 GiB.
+MEMORY_BOUND = 2 * CAP
+
+
+@pytest.mark.parametrize("path", ["hook", "trigger"])
+def test_an_endless_body_is_cut_at_the_cap_without_filling_memory(
+    path: str,
+    endless: _Endless,
+    api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _connect(monkeypatch, f"http://127.0.0.1:{endless.port}", api_key)
+    caplog.set_level(logging.WARNING, logger="airflow_provider_tfy")
+    hook = _hook(max_retries=0, timeout=10.0)
+    trigger = TrueFoundryFineTuningJobTrigger(
+        job_id="ftjob-endless",
+        truefoundry_conn_id=CONN_ID,
+        poll_interval=10.0,
+        deadline=time.time() + 20,
+        hook_params={**HOOK_PARAMS, "max_retries": 0, "timeout": 10.0},
+    )
+    if path == "hook":
+        hook.config  # read the connection before measuring
+    tracemalloc.start()
+    try:
+        if path == "hook":
+            with pytest.raises(TrueFoundryConnectionError, match=TOO_LARGE) as caught:
+                hook.get_fine_tuning_job("ftjob-endless")
+            message = str(caught.value)
+        else:
+            # No retries and a 10 s poll interval: the first refusal is logged, and the deadline
+            # is far off; stop the wait as soon as the log says the body was refused.
+            message = asyncio.run(_refusal_logged(trigger, caplog, capsys))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert TOO_LARGE in message
+    assert "/fine_tuning/jobs/ftjob-endless" in message
+    assert endless.accepted == 1
+    assert peak < MEMORY_BOUND, f"{peak / 2**20:.1f} MiB held while refusing an endless body"
+    # The client stopped reading at the cap: only what the sockets' buffers held went further.
+    assert CAP < endless.sent < CAP + 32 * 2**20, endless.sent
+
+
+async def _refusal_logged(
+    trigger: TrueFoundryFineTuningJobTrigger,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    task = asyncio.ensure_future(_first(trigger))
+    try:
+        async with asyncio.timeout(15):
+            while not (refused := _refusals(caplog, capsys)):
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.01)
+            return refused[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def test_netrc_credentials_never_replace_the_bearer_key(

@@ -1,18 +1,21 @@
-"""A real Airflow stack on loopback: api-server, scheduler, dag-processor and triggerer.
+"""A production-shaped Airflow stack on loopback: PostgreSQL, LocalExecutor, two triggerers.
 
-The stack runs LocalExecutor on a SQLite metadata DB in a fresh ``AIRFLOW_HOME`` and parses the
-repo's ``example_dags``. Its gateway is a :class:`GatewaySimulator` in this test process, started
-first so that its URL and key can go into the Airflow processes' environment.
+api-server, scheduler, dag-processor and two triggerers run as separate processes against a
+private PostgreSQL cluster (:mod:`postgres`), in a fresh ``AIRFLOW_HOME``, parsing a DAGs folder
+made of ``example_dags/`` and ``tests/system/dags/``. Their gateway is a :class:`GatewaySimulator`
+in this test process, started first on a fixed free port (so it can be stopped and started again
+on the same port) so that its URL and key can go into the processes' environment.
 
 The connection is given as ``AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT`` in that environment rather than
-created with ``POST /api/v2/connections``: it exists before any process starts (no window in
-which a task could run without it), it reaches the task workers and the triggerer alike through
-the same secrets-backend lookup, it keeps the key out of the metadata DB, and it is exactly what
-``python -m airflow_provider_tfy.testing`` tells users to export.
+created with ``POST /api/v2/connections``: it exists before any process starts, it reaches the
+task workers and the triggerers alike through the same secrets-backend lookup, it keeps the key
+out of the metadata DB, and it is exactly what ``python -m airflow_provider_tfy.testing`` tells
+users to export.
 
-Every process gets its own process group and log file; teardown stops them as
+Every process gets its own session (hence process group) and log file; teardown stops them as
 ``/work/shared/notes/airflow-real-stack.md`` prescribes (SIGTERM each leader, wait, then SIGKILL
-each group) and then looks for any process still in their sessions or carrying this ``AIRFLOW_HOME``.
+each group) and then looks for any process still in their sessions or carrying this
+``AIRFLOW_HOME``. See ``conftest.py`` for the helpers tests use.
 """
 
 from __future__ import annotations
@@ -22,42 +25,64 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pytest
 import requests
 from airflow_cli import run_airflow
+from cryptography.fernet import Fernet
+from postgres import PostgresCluster
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_DAGS = ROOT / "example_dags"
+DAG_SOURCES = (ROOT / "example_dags", Path(__file__).resolve().parent / "dags")
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 DEFERRABLE_DAG = "example_truefoundry_fine_tuning_deferrable"
+SENSOR = "wait_for_fine_tuning"
+REGISTER = "register_model"
+TRIGGERERS = ("triggerer-1", "triggerer-2")
 
 PROCESSES: dict[str, list[str]] = {
-    # The API server's command line is completed with host and port in start().
+    # The API server's command line is completed with host and port in start_process().
     "api-server": ["api-server", "--workers", "1"],
     "scheduler": ["scheduler", "--skip-serve-logs"],
     "dag-processor": ["dag-processor"],
-    "triggerer": ["triggerer", "--skip-serve-logs"],
+    **{name: ["triggerer", "--skip-serve-logs"] for name in TRIGGERERS},
 }
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
+RUN_TIMEOUT = 180.0
+
+# Failover settings, lowered for a test. A triggerer takes over the triggers of a peer whose
+# heartbeat is older than the threshold (Airflow's defaults: 5 s heartbeat, 30 s threshold, so a
+# crash costs a wait ~30 s). A 1 s heartbeat with a 10 s threshold makes a takeover take ~10 s;
+# the threshold keeps a margin of ten missed heartbeats so that a live triggerer, slowed down on a
+# busy 2-core machine, is never taken for dead (which would run its triggers twice for a while).
+TRIGGERER_HEARTBEAT_SEC = 1
+TRIGGERER_HEALTH_CHECK_THRESHOLD = 10  # an integer: the triggerer reads it with getint
+# Each triggerer takes at most this many triggers (default 1,000), so that 20 waits at once are
+# certain to spread over both: one triggerer alone would otherwise pick up every trigger that was
+# unassigned when it looked. A survivor still has room for a crashed peer's share of a scenario.
+TRIGGERER_CAPACITY = 12
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def tail(path: Path, chars: int = 4000) -> str:
@@ -66,6 +91,44 @@ def tail(path: Path, chars: int = 4000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError as err:
         return f"<cannot read {path}: {err}>"
+
+
+def wait_until(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    period: float = 0.5,
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Call ``check`` until it returns something truthy and return that; fail after ``timeout``.
+
+    ``describe`` adds the state of things to the failure message.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout:.0f} s waiting for {what}\n{describe() if describe else ''}"
+            )
+        time.sleep(period)
+
+
+def proc_entries() -> Iterable[tuple[int, int, str, int, int, bytes, bytes]]:
+    """(pid, ppid, state, pgrp, session, cmdline, environ) of every process we may read."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            # Fields after "(comm)": state, ppid, pgrp, session, ...
+            state, ppid, pgrp, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        yield int(entry.name), int(ppid), state, int(pgrp), int(session), cmdline, environ
 
 
 def stack_processes(home: Path, sessions: set[int]) -> list[tuple[int, str]]:
@@ -78,44 +141,48 @@ def stack_processes(home: Path, sessions: set[int]) -> list[tuple[int, str]]:
     memory that ``/proc/<pid>/environ`` and ``cmdline`` show.
     """
     marker = str(home).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            # Fields after "(comm)": state, ppid, pgrp, session, ...
-            state, _, _, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except (OSError, ValueError):  # gone meanwhile, or not ours to read
-            continue
-        if state == "Z":  # a zombie holds nothing; its parent has not reaped it yet
-            continue
-        if int(session) in sessions or marker in cmdline or marker in environ:
-            found.append((int(entry.name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
-    return found
+    return [
+        (pid, cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
+        for pid, _, state, _, session, cmdline, environ in proc_entries()
+        # A zombie holds nothing; its parent has not reaped it yet.
+        if state != "Z" and (session in sessions or marker in cmdline or marker in environ)
+    ]
 
 
 @dataclass
 class AirflowStack:
-    """The running stack: its environment, processes, REST client and the gateway simulator."""
+    """The running stack: processes, REST and SQL access, the gateway simulator. See conftest.py."""
 
-    home: Path
-    process_log_dir: Path
+    base: Path
     env: dict[str, str]
     port: int
     simulator: GatewaySimulator
     api_key: str
+    postgres: PostgresCluster
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Every pid that ever led a stack process (restarted ones too): their sessions are the stack's.
+    sessions: set[int] = field(default_factory=set)
+    #: The TriggererJob id of each triggerer process now running, by process name.
+    triggerer_jobs: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False
+    #: Seconds since the fixture began, per milestone (migrated, api, ...): for reports.
+    timings: dict[str, float] = field(default_factory=dict)
     _log_handles: list[IO[bytes]] = field(default_factory=list)
     _session: requests.Session = field(default_factory=requests.Session)
-    stopped: bool = False
-    #: Seconds since the fixture began, per milestone (migrated, api, SchedulerJob, ...): for reports.
-    timings: dict[str, float] = field(default_factory=dict)
     _t0: float = field(default_factory=time.monotonic)
+    _db: Any = None
 
-    def mark(self, milestone: str) -> None:
-        self.timings[milestone] = round(time.monotonic() - self._t0, 1)
+    @property
+    def home(self) -> Path:
+        return self.base / "home"
+
+    @property
+    def dags_folder(self) -> Path:
+        return self.base / "dags"
+
+    @property
+    def process_log_dir(self) -> Path:
+        return self.base / "process-logs"
 
     @property
     def base_url(self) -> str:
@@ -125,48 +192,109 @@ class AirflowStack:
     def task_log_dir(self) -> Path:
         return self.home / "logs"
 
+    def mark(self, milestone: str) -> None:
+        self.timings[milestone] = round(time.monotonic() - self._t0, 1)
+
     def process_log(self, name: str) -> Path:
         return self.process_log_dir / f"{name}.log"
 
-    # -- REST ------------------------------------------------------------------------------
-
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Call the REST API (the simple auth manager makes everyone admin: no token needed)."""
-        kwargs.setdefault("timeout", 30)
-        return self._session.request(method, f"{self.base_url}{path}", **kwargs)
-
-    def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the REST API and return its JSON, failing the test on any non-2xx answer."""
-        response = self.api(method, path, **kwargs)
-        assert response.ok, f"{method} {path} answered {response.status_code}: {response.text[:2000]}"
-        return response.json()
-
     # -- lifecycle -------------------------------------------------------------------------
 
-    def run_cli(self, *args: str, timeout: float = 180) -> None:
-        """Run one ``airflow`` command to completion in the stack's environment."""
-        run_airflow(*args, env=self.env, cwd=self.home, timeout=timeout)
+    def prepare(self) -> None:
+        """Make the home and DAGs folder and migrate the database."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        self.process_log_dir.mkdir(parents=True, exist_ok=True)
+        for source in DAG_SOURCES:
+            # The DAG files and the data files shipped beside them (the pipeline's training JSONL).
+            for path in [*source.glob("*.py"), *source.glob("*.jsonl")]:
+                shutil.copy(path, self.dags_folder / path.name)
+        run_airflow("db", "migrate", env=self.env, cwd=self.home, timeout=300)
+        self.mark("migrated")
+
+    def start_process(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or start again) one process in its own session, appending to its log file."""
+        args = PROCESSES[name]
+        if name == "api-server":
+            args = [*args, "--host", "127.0.0.1", "--port", str(self.port)]
+        handle = self.process_log(name).open("ab")
+        self._log_handles.append(handle)
+        proc = subprocess.Popen(
+            [str(AIRFLOW_BIN), *args],
+            env=self.env,
+            cwd=self.home,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own session, hence own process group (pgid == pid)
+        )
+        self.processes[name] = proc
+        self.sessions.add(proc.pid)
+        return proc
 
     def start(self) -> None:
-        """Start the four processes, each in its own process group with its own log file."""
-        self.process_log_dir.mkdir(parents=True, exist_ok=True)
-        for name, args in PROCESSES.items():
-            if name == "api-server":
-                args = [*args, "--host", "127.0.0.1", "--port", str(self.port)]
-            handle = self.process_log(name).open("wb")
-            self._log_handles.append(handle)
-            self.processes[name] = subprocess.Popen(
-                [str(AIRFLOW_BIN), *args],
-                env=self.env,
-                cwd=self.home,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session, hence own process group (pgid == pid)
-            )
+        """Start every process and wait until the stack is ready.
+
+        The second triggerer starts once the first has registered, so that each TriggererJob id
+        is known to belong to one process (the job table records no pid).
+        """
+        for name in PROCESSES:
+            if name != TRIGGERERS[1]:
+                self.start_process(name)
+        self.wait_for_api()
+        self.triggerer_jobs[TRIGGERERS[0]] = self.wait_for_new_triggerer(set())
+        self.start_process(TRIGGERERS[1])
+        self.triggerer_jobs[TRIGGERERS[1]] = self.wait_for_new_triggerer(set(self.triggerer_jobs.values()))
+        wait_until(lambda: self.alive_jobs("SchedulerJob"), STARTUP_TIMEOUT, "the scheduler's heartbeat")
+        self.wait_for_dags()
+        self.mark("ready")
+
+    def wait_for_api(self) -> None:
+        def answers() -> bool:
+            self.check_alive()
+            try:
+                return self.api("GET", "/api/v2/version", timeout=5).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, STARTUP_TIMEOUT, "the API server")
+        self.mark("api")
+
+    def wait_for_new_triggerer(self, known: set[int]) -> int:
+        """Wait for a triggerer job id not in ``known`` to heartbeat; return it."""
+
+        def new_job() -> int | None:
+            self.check_alive()
+            fresh = {job["id"] for job in self.alive_jobs("TriggererJob")} - known
+            return min(fresh) if fresh else None
+
+        job_id = wait_until(new_job, STARTUP_TIMEOUT, "a new triggerer's heartbeat")
+        self.mark(f"triggerer job {job_id}")
+        return job_id
+
+    def wait_for_dags(self) -> None:
+        """Wait until every DAG of the folder is parsed, then unpause them all."""
+        expected = {DEFERRABLE_DAG, "systest_deferrable", "systest_deadline", "systest_poke_retry"}
+
+        def parsed() -> bool:
+            self.check_alive()
+            errors = self.api_json("GET", "/api/v2/importErrors")["import_errors"]
+            if errors:
+                pytest.fail(
+                    "the DAGs folder has import errors:\n" + "\n".join(e["stack_trace"] for e in errors)
+                )
+            dags = {
+                dag["dag_id"] for dag in self.api_json("GET", "/api/v2/dags", params={"limit": 100})["dags"]
+            }
+            return expected <= dags
+
+        wait_until(parsed, STARTUP_TIMEOUT, f"the DAGs {sorted(expected)} to be parsed")
+        for dag in self.api_json("GET", "/api/v2/dags", params={"limit": 100})["dags"]:
+            self.api_json("PATCH", f"/api/v2/dags/{dag['dag_id']}", json={"is_paused": False})
+        self.mark("dags")
 
     def check_alive(self) -> None:
-        """Fail at once, with the log tails, if any process has exited."""
+        """Fail at once, with the log tails, if any process has exited unasked."""
         dead = {name: proc.returncode for name, proc in self.processes.items() if proc.poll() is not None}
         if dead:
             pytest.fail(f"Airflow process(es) exited early: {dead}\n{self.log_tails()}")
@@ -177,49 +305,31 @@ class AirflowStack:
             for name in self.processes
         )
 
-    def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Wait until the API answers, scheduler and triggerer heartbeat, and the DAG is parsed."""
-        deadline = time.monotonic() + timeout
-        pending = ["api", "SchedulerJob", "TriggererJob", "dag"]
-        while pending:
-            self.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"Airflow stack not ready after {timeout:.0f} s (waiting for {pending})\n"
-                    f"{self.log_tails()}"
-                )
-            try:
-                if pending[0] == "api":
-                    ready = self.api("GET", "/api/v2/version", timeout=5).ok
-                elif pending[0] == "dag":
-                    ready = self.api("GET", f"/api/v2/dags/{DEFERRABLE_DAG}", timeout=5).ok
-                    if not ready:
-                        self.check_import_errors()
-                else:
-                    ready = bool(self.alive_jobs(pending[0]))
-            except requests.RequestException:
-                ready = False
-            if ready:
-                self.mark(pending.pop(0))
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, *, group: bool = True) -> int:
+        """Send ``sig`` to a process (its whole process group by default) and reap it.
+
+        The process is forgotten: :meth:`check_alive` no longer expects it. Returns its pid.
+        """
+        proc = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
             else:
-                time.sleep(0.5)
+                proc.send_signal(sig)
+        proc.wait(timeout=STOP_TIMEOUT)
+        self.triggerer_jobs.pop(name, None)
+        return proc.pid
 
-    def check_import_errors(self) -> None:
-        """Fail at once if the dag-processor could not import a file of the DAGs folder."""
-        errors = self.api_json("GET", "/api/v2/importErrors")["import_errors"]
-        if errors:
-            pytest.fail("the DAGs folder has import errors:\n" + "\n".join(e["stack_trace"] for e in errors))
-
-    def alive_jobs(self, job_type: str) -> list[dict[str, Any]]:
-        """The running jobs of one type (SchedulerJob, TriggererJob, ...) with a fresh heartbeat."""
-        answer = self.api_json(
-            "GET", "/api/v2/jobs", params={"job_type": job_type, "job_state": "running", "is_alive": "true"}
-        )
-        return answer["jobs"]
+    def restart(self, name: str) -> None:
+        """Start a process again (after :meth:`kill`); for a triggerer, wait for its new job id."""
+        known = set(self.triggerer_jobs.values())
+        self.start_process(name)
+        if name in TRIGGERERS:
+            self.triggerer_jobs[name] = self.wait_for_new_triggerer(known)
 
     def running_processes(self) -> list[tuple[int, str]]:
-        """Every live process of this stack: the four leaders and all their descendants."""
-        return stack_processes(self.home, {proc.pid for proc in self.processes.values()})
+        """Every live process of this stack: the leaders and all their descendants."""
+        return stack_processes(self.home, self.sessions)
 
     def stop(self) -> list[tuple[int, str]]:
         """Stop every process; return (after killing them) any that outlived the teardown.
@@ -231,23 +341,26 @@ class AirflowStack:
         """
         if not self.stopped:
             self.stopped = True
-            for proc in self.processes.values():
+            procs = list(self.processes.values())
+            for proc in procs:
                 if proc.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            for proc in self.processes.values():
+            for proc in procs:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            for proc in self.processes.values():
+            for pid in self.sessions:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            for proc in self.processes.values():
+                    os.killpg(pid, signal.SIGKILL)
+            for proc in procs:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
             for handle in self._log_handles:
                 handle.close()
             self._session.close()
+            if self._db is not None:
+                self._db.close()
         # A process in a group of its own (task processes make one) may take a moment to notice
         # that its parent died; give it that moment before calling it a leftover.
         deadline = time.monotonic() + 10
@@ -260,18 +373,211 @@ class AirflowStack:
                 os.kill(pid, signal.SIGKILL)
         return leftovers
 
+    # -- REST ------------------------------------------------------------------------------
 
-def stack_environment(home: Path, port: int, simulator: GatewaySimulator) -> dict[str, str]:
+    def api(self, method: str, path: str, *, attempts: int = 3, **kwargs: Any) -> requests.Response:
+        """Call the REST API (the simple auth manager makes everyone admin: no token needed).
+
+        A read that times out is tried again (a single api-server worker also serves every task's
+        heartbeats, and a busy 2-core machine can starve it); other requests only when
+        ``attempts`` says so, for calls made safe to repeat.
+        """
+        kwargs.setdefault("timeout", 60)
+        if method != "GET":
+            attempts = kwargs.pop("retry_attempts", 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._session.request(method, f"{self.base_url}{path}", **kwargs)
+            except requests.Timeout:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API and return its JSON, failing the test on any non-2xx answer."""
+        response = self.api(method, path, **kwargs)
+        assert response.ok, f"{method} {path} answered {response.status_code}: {response.text[:2000]}"
+        return response.json()
+
+    def alive_jobs(self, job_type: str) -> list[dict[str, Any]]:
+        """The running jobs of one type (SchedulerJob, TriggererJob, ...) with a fresh heartbeat."""
+        answer = self.api_json(
+            "GET", "/api/v2/jobs", params={"job_type": job_type, "job_state": "running", "is_alive": "true"}
+        )
+        return list(answer["jobs"])
+
+    def trigger_run(self, dag_id: str, job_id: str) -> str:
+        """Trigger a run of ``dag_id`` waiting for ``job_id``; return its run id.
+
+        The run id is chosen here, so a POST repeated after a timeout cannot make a second run:
+        it answers 409 for the run the first one made.
+        """
+        run_id = f"systest__{job_id}"
+        body = {"dag_run_id": run_id, "conf": {"job_id": job_id}, "logical_date": None}
+        response = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body, retry_attempts=3)
+        assert response.ok or response.status_code == 409, f"{response.status_code}: {response.text[:2000]}"
+        return run_id
+
+    def run_states(self, dag_id: str) -> dict[str, str]:
+        """The state of every run of ``dag_id``, by run id (one request)."""
+        answer = self.api_json("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1000})
+        return {run["dag_run_id"]: run["state"] for run in answer["dag_runs"]}
+
+    def wait_for_runs(
+        self, dag_id: str, run_ids: Iterable[str], timeout: float = RUN_TIMEOUT
+    ) -> dict[str, str]:
+        """Wait until every run is ``success`` or ``failed``; return their states."""
+        wanted = list(run_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.run_states(dag_id)
+            done = {run: states.get(run) for run in wanted}
+            if all(state in ("success", "failed") for state in done.values()):
+                return {run: str(state) for run, state in done.items()}
+            self.check_alive()
+            if time.monotonic() > deadline:
+                pending = {run: state for run, state in done.items() if state not in ("success", "failed")}
+                pytest.fail(
+                    f"runs still unfinished after {timeout:.0f} s: {pending}\n"
+                    f"tasks: { {run: self.task_states(dag_id, run) for run in list(pending)[:3]} }\n"
+                    f"{self.log_tails()}"
+                )
+            time.sleep(1)
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's task instances (REST objects: state, try_number, start_date, ...) by task id."""
+        answer = self.api_json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti for ti in answer["task_instances"]}
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {task: ti["state"] for task, ti in self.task_instances(dag_id, run_id).items()}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api_json("GET", path)["value"]
+
+    def task_log_entries(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[Any]:
+        """The task's log through the REST API (JSON, else the endpoint answers 406)."""
+        answer = self.api_json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        return list(answer["content"])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The task's log through the REST API, as one searchable text."""
+        return json.dumps(self.task_log_entries(dag_id, run_id, task_id, try_number))
+
+    def events_of(self, dag_id: str, run_id: str, task_id: str) -> list[str]:
+        """The event-log events recorded for one task of a run, oldest first."""
+        answer = self.api_json(
+            "GET",
+            "/api/v2/eventLogs",
+            params={"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "order_by": "id", "limit": 100},
+        )
+        return [entry["event"] for entry in answer["event_logs"]]
+
+    def trigger_log_files(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1
+    ) -> dict[int, Path]:
+        """The ``attempt=<n>.log.trigger.<N>.log`` files of a task, by triggerer job id N."""
+        folder = self.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return {
+            int(path.name.rsplit(".", 2)[-2]): path
+            for path in folder.glob(f"attempt={try_number}.log.trigger.*.log")
+        }
+
+    # -- database --------------------------------------------------------------------------
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one query on the metadata database and return its rows."""
+        if self._db is None:
+            self._db = self.postgres.connect()
+        with self._db.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """Every trigger row with its task and kwargs (as stored text): which triggerer holds what.
+
+        ``triggerer_id`` is the TriggererJob id (see :attr:`triggerer_jobs`), None while unassigned.
+        """
+        fernet = Fernet(self.env["AIRFLOW__CORE__FERNET_KEY"].encode())
+        rows = self.sql(
+            "SELECT t.id, t.triggerer_id, t.classpath, t.kwargs, ti.dag_id, ti.run_id, ti.task_id "
+            "FROM trigger t LEFT JOIN task_instance ti ON ti.trigger_id = t.id ORDER BY t.id"
+        )
+        return [
+            {
+                "id": trigger_id,
+                "triggerer_id": triggerer_id,
+                "classpath": classpath,
+                # Airflow 3.3 stores them as JSON; older versions Fernet-encrypted.
+                "kwargs": kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode(),
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "task_id": task_id,
+            }
+            for trigger_id, triggerer_id, classpath, kwargs, dag_id, run_id, task_id in rows
+        ]
+
+    def holders(self, dag_id: str, run_ids: Iterable[str]) -> dict[str, int | None]:
+        """The triggerer job id holding each run's trigger (None: unassigned), for runs with one."""
+        wanted = set(run_ids)
+        return {
+            t["run_id"]: t["triggerer_id"]
+            for t in self.triggers()
+            if t["dag_id"] == dag_id and t["run_id"] in wanted
+        }
+
+    # -- processes of tasks ----------------------------------------------------------------
+
+    def task_runner_pid(self, dag_id: str, run_id: str, task_id: str) -> int | None:
+        """The pid of the process running one task instance's code now, if there is one.
+
+        A LocalExecutor worker runs each task under a supervisor process, which holds the task's
+        log file open (its path names the dag, run and task; no command line does); the task's
+        own code runs in the supervisor's child. Killing that child is a worker crash.
+        """
+        needle = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/"
+        entries = [(pid, ppid, state, session) for pid, ppid, state, _, session, _, _ in proc_entries()]
+        supervisors = set()
+        for pid, _, state, session in entries:
+            if state == "Z" or session not in self.sessions:
+                continue
+            with contextlib.suppress(OSError):
+                if any(needle in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    supervisors.add(pid)
+        children = [pid for pid, ppid, state, _ in entries if ppid in supervisors and state != "Z"]
+        return children[0] if children else None
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    def files_holding(self, secret: str) -> list[Path]:
+        """Every process log and task log (triggers' included) that contains ``secret``."""
+        files = [
+            *(p for p in self.task_log_dir.rglob("*") if p.is_file()),
+            *(p for p in self.process_log_dir.glob("*.log")),
+        ]
+        return [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def stack_environment(
+    base: Path, port: int, simulator: GatewaySimulator, database_url: str
+) -> dict[str, str]:
     """The Airflow processes' environment: inherited AIRFLOW* variables stripped, then set anew."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("TFY_")}
+    home = base / "home"
     base_url = f"http://127.0.0.1:{port}"
     connection = {"conn_type": "truefoundry", "host": simulator.url, "password": simulator.api_key}
     env.update(
         AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLE_DAGS),
+        AIRFLOW__CORE__DAGS_FOLDER=str(base / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__BASE_URL=base_url,
@@ -280,11 +586,25 @@ def stack_environment(home: Path, port: int, simulator: GatewaySimulator) -> dic
         AIRFLOW__API__SECRET_KEY=secrets.token_hex(32),
         AIRFLOW__CORE__FERNET_KEY=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        # Task processes heartbeat every second: see the race notes in test_real_stack.py.
         AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
+        # LocalExecutor forks this many workers up front; deferred tasks hold none of them. More
+        # task processes starting at once only queue up on two cores and on the one api-server
+        # worker, whose execution API every task start and heartbeat goes through.
+        AIRFLOW__CORE__PARALLELISM="8",
+        # A task's calls to the execution API give up after 5 s by default (5 tries); on a busy
+        # 2-core CI machine the api-server can take longer, which fails the task before it runs.
+        AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
+        AIRFLOW__TRIGGERER__CAPACITY=str(TRIGGERER_CAPACITY),
+        # The scheduler's own check of deferral timeouts (every 15 s by default) is a backstop
+        # that would race the trigger's deadline, which is what the deadline scenario tests.
+        AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL="3600",
+        AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC=str(TRIGGERER_HEARTBEAT_SEC),
+        AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD=str(TRIGGERER_HEALTH_CHECK_THRESHOLD),
         AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT=json.dumps(connection),
-        # Read when the DAG file is parsed: poll the simulator every second, give up after 60 s.
+        # Read when the example DAG file is parsed: poll every second, give up after 15 minutes.
         TFY_EXAMPLE_POKE_INTERVAL="1",
-        TFY_EXAMPLE_TIMEOUT="60",
+        TFY_EXAMPLE_TIMEOUT="900",
         PYTHONUNBUFFERED="1",
     )
     return env

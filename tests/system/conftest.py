@@ -1,41 +1,94 @@
-"""Fixtures for the system tests: a real Airflow stack (see :mod:`airflow_stack`)."""
+"""The system tests' one shared stack: real Airflow processes on PostgreSQL, two triggerers.
+
+``airflow_stack`` (session-scoped) starts, once for the whole ``tests/system`` suite:
+
+- a :class:`GatewaySimulator` in this process (``stack.simulator``: script jobs with
+  ``add_job``/``set_job``, read ``requests``/``request_count``; ``stop()``/``start()`` restarts
+  it on the same port);
+- a private PostgreSQL cluster (``stack.postgres``, see ``postgres.py``);
+- api-server, scheduler, dag-processor, ``triggerer-1`` and ``triggerer-2`` (LocalExecutor,
+  loopback), parsing ``example_dags/`` plus ``tests/system/dags/`` (add a DAG file there for a
+  new scenario; every DAG is unpaused at start). The connection ``truefoundry_default`` points
+  at the simulator.
+
+Helpers on the stack (``airflow_stack.py``):
+
+- runs: ``trigger_run(dag_id, job_id) -> run_id``, ``wait_for_runs(dag_id, run_ids, timeout)
+  -> {run_id: state}``, ``run_states(dag_id)``;
+- tasks: ``task_instances``/``task_states(dag_id, run_id)``, ``xcom(dag_id, run_id, task_id)``,
+  ``task_log(dag_id, run_id, task_id, try_number)``, ``events_of(...)`` (event log),
+  ``trigger_log_files(...)`` (the trigger's own log, by triggerer job id);
+- triggerers: ``triggerer_jobs`` ({process name: TriggererJob id}), ``triggers()`` (trigger rows,
+  kwargs decrypted, with their task), ``holders(dag_id, run_ids)`` ({run_id: triggerer job id});
+- processes: ``kill(name, sig, group=True)``, ``restart(name)``, ``start_process(name)``,
+  ``task_processes(dag_id, run_id, task_id)`` (the live processes of one task instance),
+  ``process_log(name)``, ``log_tails()``, ``check_alive()``;
+- database and secrets: ``sql(query, *params)``, ``postgres.dump()``, ``files_holding(secret)``;
+- ``wait_until(check, timeout, what)`` (module function) for anything else.
+
+Tests share the stack, so each uses job ids of its own (``secrets.token_hex``) and leaves every
+process running (restart what you kill). At the end of the session the fixture stops everything
+and fails the session (an error at the last test's teardown) if a process of the stack or the
+database cluster outlives it, or if the API key is found in any process log, task log or the
+database dump.
+"""
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
 from airflow_stack import AirflowStack, free_port, stack_environment
+from postgres import PostgresCluster
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    """A started, ready Airflow stack talking to a gateway simulator; stopped at the end."""
+    """A started, ready stack talking to a gateway simulator; stopped and checked at the end."""
+    started = time.monotonic()
     base = tmp_path_factory.mktemp("airflow-stack")
-    home = base / "home"
-    home.mkdir()
-    # A key no Airflow component would print by chance: if it shows up in a log, it leaked.
+    # A key no Airflow component would print by chance: if it shows up anywhere, it leaked.
     api_key = f"tfy-systest-{secrets.token_hex(16)}"
-    with GatewaySimulator(api_key=api_key) as simulator:
+    # A fixed port, so that a test can stop the simulator and start it again where it was.
+    simulator = GatewaySimulator(api_key=api_key, port=free_port()).start()
+    postgres = PostgresCluster(free_port())
+    stack: AirflowStack | None = None
+    problems: list[str] = []
+    try:
+        postgres.start()
         port = free_port()
         stack = AirflowStack(
-            home=home,
-            process_log_dir=base / "process-logs",
-            env=stack_environment(home, port, simulator),
+            base=base,
+            env=stack_environment(base, port, simulator, postgres.url),
             port=port,
             simulator=simulator,
             api_key=api_key,
+            postgres=postgres,
         )
-        try:
-            stack.run_cli("db", "migrate")
-            stack.mark("migrated")
-            stack.start()
-            stack.wait_until_ready()
-            yield stack
-        finally:
+        stack.prepare()
+        stack.start()
+        print(f"\nstack ready in {time.monotonic() - started:.1f} s: {stack.timings}")
+        yield stack
+    finally:
+        if stack is not None:
             leftovers = stack.stop()
-        if leftovers:
-            pytest.fail(f"processes of {home} survived teardown (now killed): {leftovers}")
+            if leftovers:
+                problems.append(f"processes of the stack survived teardown (now killed): {leftovers}")
+            leaking = stack.files_holding(api_key)
+            if leaking:
+                problems.append(f"the API key is in these files: {leaking}")
+        if postgres.process is not None and stack is not None and api_key in postgres.dump():
+            problems.append("the API key is in the metadata database")
+        cluster_leftovers = postgres.stop()
+        if cluster_leftovers:
+            problems.append(f"PostgreSQL processes survived teardown (now killed): {cluster_leftovers}")
+        if postgres.base.exists():
+            problems.append(f"the cluster folder {postgres.base} is still there")
+        simulator.stop()
+        print(f"\nsystem stack session: {time.monotonic() - started:.1f} s")
+    if problems:
+        pytest.fail("\n".join(problems))

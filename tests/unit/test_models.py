@@ -173,3 +173,18 @@ def test_models_module_does_not_import_airflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_file_to_xcom_is_the_raw_json_with_timestamps_in_seconds() -> None:
+    from airflow_provider_tfy.models import TrueFoundryFile
+
+    raw = {"id": "file-1", "created_at": 1_700_000_000_000, "expires_at": None, "extra": {"a": 1}}
+    file = TrueFoundryFile(id="file-1", created_at=1_700_000_000, raw=raw)
+    assert file.to_xcom() == {
+        "id": "file-1",
+        "created_at": 1_700_000_000,
+        "expires_at": None,
+        "extra": {"a": 1},
+    }
+    assert json.loads(json.dumps(file.to_xcom())) == file.to_xcom()
+    assert file == TrueFoundryFile(id="file-1", created_at=1_700_000_000)  # raw is not compared

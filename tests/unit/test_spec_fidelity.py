@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
-from spec_schema import load_job_schema
+from openapi_spec_validator import validate as validate_openapi
+from spec_schema import OPERATIONS, SPEC_DIR, load_job_schema, load_spec_file, raw_response_schema
 
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.exceptions import TrueFoundryAPIError, TrueFoundryError, TrueFoundryResponseError
@@ -115,6 +116,25 @@ def expected_xcom(doc: dict[str, Any]) -> dict[str, Any]:
         if value is not None and value >= 10**11:
             out[name] = value // 1000
     return out
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in SPEC_DIR.glob("*.yaml")))
+def test_every_spec_file_is_valid_openapi(name: str) -> None:
+    validate_openapi(load_spec_file(name))
+
+
+@pytest.mark.parametrize("endpoint", sorted(set(OPERATIONS) - {"retrieve"}))
+def test_our_spec_files_say_where_they_come_from_and_copy_truefoundrys_job(endpoint: str) -> None:
+    spec = load_spec_file(OPERATIONS[endpoint][0])
+    description = spec["info"]["description"]
+    assert "Written by the airflow-provider-tfy developers" in description
+    assert ("OpenAI's API" if endpoint == "cancel" else "TrueFoundry's public documentation") in description
+    assert "not an OpenAPI document published by TrueFoundry" in description
+    retrieve_job = raw_response_schema("retrieve", 200)
+    if endpoint == "list":
+        assert raw_response_schema("list", 200)["properties"]["data"]["items"] == retrieve_job  # type: ignore[index]
+    elif endpoint in ("create", "cancel"):
+        assert raw_response_schema(endpoint, 200) == retrieve_job
 
 
 def test_the_schema_is_what_the_spec_says() -> None:

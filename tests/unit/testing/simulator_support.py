@@ -38,3 +38,7 @@ def job_url(sim: GatewaySimulator, job_id: str) -> str:
 def job_path(sim: GatewaySimulator, job_id: str) -> str:
     """Like :func:`job_url` but only the path, for ``http.client``."""
     return job_url(sim, job_id).removeprefix(f"http://127.0.0.1:{sim.port}")
+
+
+PROVIDER = {"x-tfy-provider-name": "openai-main"}
+JSONL = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'

@@ -107,3 +107,37 @@ def test_cli_rejects_bad_job_spec() -> None:
     )
     assert result.returncode == 2
     assert "unknown status" in result.stderr
+
+
+def test_cli_scripts_created_jobs_cancel_and_list_filter() -> None:
+    proc, info = _start("--create-statuses", "queued,failed", "--no-cancel", "--ignore-list-filter")
+    try:
+        auth = {"Authorization": f"Bearer {info['key']}"}
+        jobs = f"{info['url']}/fine_tuning/jobs"
+        created = requests.post(
+            jobs, json={"model": "m", "training_file": "file-1"}, headers=auth, timeout=10
+        )
+        job_id = created.json()["id"]
+        statuses = [
+            requests.get(f"{jobs}/{job_id}", headers=auth, timeout=10).json()["status"] for _ in range(2)
+        ]
+        assert statuses == ["queued", "failed"]
+        assert requests.post(f"{jobs}/{job_id}/cancel", headers=auth, timeout=10).status_code == 405
+        filtered = requests.get(
+            jobs, params={"metadata[k]": "nothing-has-it"}, headers=auth, timeout=10
+        ).json()
+        assert len(filtered["data"]) == 4  # the filter is ignored: three demo jobs and the created one
+    finally:
+        code = _stop(proc, signal.SIGTERM)
+    assert code == 0
+
+
+def test_cli_rejects_bad_create_statuses() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_tfy.testing", "--create-statuses", "queued,exploded"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "exploded" in result.stderr

@@ -286,3 +286,32 @@ def test_outage_until_may_call_back_into_the_simulator(
     job = sim.add_job()
     sim.outage(until=lambda: sim.request_count(job.id) >= 3)
     assert [session.get(job_url(sim, job.id)).status_code for _ in range(4)] == [503, 503, 200, 200]
+
+
+def test_applied_fault_construction() -> None:
+    fault = Fault.applied(then=Fault.server_error(500))
+    assert (fault.kind, fault.then) == ("applied", Fault.server_error(500))
+    with pytest.raises(TypeError):
+        Fault.applied(then="reset")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Fault.applied(then=fault)
+    assert Fault.from_dict({"kind": "applied", "then": {"kind": "reset"}}) == Fault.applied(
+        then=Fault.reset()
+    )
+    assert Fault.from_dict(
+        {"kind": "applied", "then": {"kind": "server_error", "status": 502}}
+    ) == Fault.applied(then=Fault.server_error(502))
+    with pytest.raises(ValueError):
+        Fault.from_dict({"kind": "applied"})
+    # The JSON form may name the status by the dataclass field, as TEAM's interface writes it.
+    assert Fault.from_dict({"kind": "server_error", "http_status": 504}) == Fault.server_error(504)
+    assert Fault.from_dict({"kind": "status", "http_status": 418}) == Fault.status(418)
+
+
+def test_applied_on_retrieve_counts_the_poll_then_serves_the_fault(
+    sim: GatewaySimulator, session: requests.Session, job_url: JobUrl
+) -> None:
+    job = sim.add_job(faults=[Fault.applied(then=Fault.server_error(503))])
+    assert session.get(job_url(sim, job.id)).status_code == 503
+    assert job.polls == 1
+    assert session.get(job_url(sim, job.id)).json()["status"] == "running"

@@ -10,9 +10,16 @@ import requests
 from jsonschema import Draft202012Validator
 from openapi_schema_validator import OAS30Validator
 from simulator_support import FakeClock, JobUrl
-from spec_schema import load_job_schema, load_spec
+from spec_schema import (
+    OPERATIONS,
+    load_job_schema,
+    load_spec,
+    operation,
+    raw_response_schema,
+    response_schema,
+)
 
-from airflow_provider_tfy.testing import GatewaySimulator
+from airflow_provider_tfy.testing import Fault, GatewaySimulator
 
 GET = "/fine_tuning/jobs/{fine_tuning_job_id}"
 
@@ -203,3 +210,95 @@ def test_single_status_jobs_match_spec(
     body = session.get(job_url(sim, job.id)).json()
     _assert_valid(job_validator, body)
     assert body["status"] == status
+
+
+# -- every endpoint: each answer the simulator gives on its own validates against tests/spec/ --
+
+
+def _assert_answer_matches_spec(endpoint: str, status: int, body: Any) -> None:
+    """The status is declared for the endpoint, and the body fits its schema (if it has one)."""
+    assert str(status) in operation(endpoint)["responses"], (
+        f"{endpoint} answered {status}, which its spec does not declare"
+    )
+    schema = response_schema(endpoint, status)
+    if schema is None:
+        return
+    errors = sorted(Draft202012Validator(schema).iter_errors(body), key=str)
+    assert not errors, (endpoint, status, [e.message for e in errors])
+    raw = raw_response_schema(endpoint, status)
+    assert raw is not None
+    OAS30Validator(raw).validate(body)
+
+
+def test_every_answer_of_every_endpoint_matches_the_spec(
+    sim: GatewaySimulator, session: requests.Session
+) -> None:
+    provider = {"x-tfy-provider-name": "openai-main"}
+    jsonl = b'{"messages": []}\n'
+    sent: list[requests.Response] = []
+
+    def call(method: str, path: str, **kwargs: Any) -> None:
+        sent.append(session.request(method, f"{sim.url}{path}", **kwargs))
+
+    def upload(**kwargs: Any) -> None:
+        call("POST", "/files", files={"file": ("t.jsonl", jsonl)}, **kwargs)
+
+    sim.max_upload_bytes = 100
+    upload(data={"purpose": "fine-tune"}, headers=provider)  # 200
+    upload(data={"purpose": "fine-tune"})  # 400: no provider name
+    upload(data={"purpose": "nonsense"}, headers=provider)  # 400
+    call(
+        "POST",
+        "/files",
+        files={"file": ("t.jsonl", b"x" * 101)},
+        data={"purpose": "fine-tune"},
+        headers=provider,
+    )
+    sim.add_endpoint_fault("upload", Fault.rate_limit(1))
+    upload(data={"purpose": "fine-tune"}, headers=provider)  # 429
+    sim.add_endpoint_fault("upload", Fault.server_error(500))
+    upload(data={"purpose": "fine-tune"}, headers=provider)  # 500
+
+    body = {"model": "m", "training_file": "file-1", "metadata": {"k": "v"}, "suffix": "s", "seed": 1}
+    call("POST", "/fine_tuning/jobs", json=body)  # 200
+    call("POST", "/fine_tuning/jobs", json={"model": "m"})  # 400
+    sim.add_endpoint_fault("create", Fault.applied(then=Fault.server_error(500)))
+    call("POST", "/fine_tuning/jobs", json=body)  # 500, applied
+    sim.add_endpoint_fault("create", Fault.rate_limit(2))
+    call("POST", "/fine_tuning/jobs", json=body)  # 429
+
+    for statuses in (("queued",), ("running",), ("succeeded",), ("failed",), ("cancelled",)):
+        sim.add_job(statuses=statuses, metadata={"k": "v"})
+    call("GET", "/fine_tuning/jobs")  # 200
+    call("GET", "/fine_tuning/jobs", params={"limit": 2, "metadata[k]": "v"})  # 200, has_more
+    call("GET", "/fine_tuning/jobs", params={"limit": 0})  # 400
+
+    created = sim.created_jobs[0].id
+    running = sim.add_job(statuses=("running",)).id
+    done = sim.add_job(statuses=("succeeded",)).id
+    call("POST", f"/fine_tuning/jobs/{created}/cancel")  # 200
+    call("POST", f"/fine_tuning/jobs/{created}/cancel")  # 200 again
+    call("POST", f"/fine_tuning/jobs/{done}/cancel")  # 400
+    call("POST", "/fine_tuning/jobs/ftjob-missing/cancel")  # 404
+    sim.can_cancel = False
+    call("POST", f"/fine_tuning/jobs/{running}/cancel")  # 405
+    sim.can_cancel = True
+    call("GET", f"/fine_tuning/jobs/{created}")  # 200, cancelled
+    call("GET", "/fine_tuning/jobs/ftjob-missing")  # 404
+
+    unauthenticated = requests.Session()
+    for method, path in (("GET", "/fine_tuning/jobs"), ("POST", "/fine_tuning/jobs"), ("POST", "/files")):
+        sent.append(unauthenticated.request(method, f"{sim.url}{path}", json={}, timeout=10))  # 401
+    unauthenticated.close()
+
+    records = sim.requests
+    assert len(records) == len(sent)
+    seen: set[tuple[str, int]] = set()
+    for record, response in zip(records, sent, strict=True):
+        assert record.endpoint is not None
+        assert record.status == response.status_code
+        _assert_answer_matches_spec(record.endpoint, response.status_code, response.json())
+        seen.add((record.endpoint, response.status_code))
+    # Every endpoint and the statuses the spec files declare for the simulator's own answers.
+    assert {endpoint for endpoint, _ in seen} == set(OPERATIONS)
+    assert {("upload", 413), ("cancel", 405), ("cancel", 400), ("create", 400), ("list", 400)} <= seen

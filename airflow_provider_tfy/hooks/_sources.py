@@ -1,0 +1,128 @@
+"""Where an upload's bytes come from: a local path or an Airflow ``ObjectStoragePath``.
+
+Only opening and reading; what the bytes must look like is :class:`..protocol.JsonlValidator`'s.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from airflow_provider_tfy import protocol
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class FileSource:
+    """An upload's file, opened afresh for each read so a retry streams it from the start.
+
+    :param file: a local path (``str`` or ``os.PathLike``), a URL string such as ``s3://b/k``
+        (read through Airflow's object storage), or anything with ``.open()`` and ``.name``
+        (``ObjectStoragePath``; duck-typed, so no Airflow-version-specific import is needed).
+    """
+
+    def __init__(self, file: Any) -> None:
+        if isinstance(file, str) and "://" in file:
+            file = _object_storage_path(file)
+        self.shown = str(file)
+        self._open: Callable[[], IO[bytes]]
+        if isinstance(file, str | os.PathLike):
+            path = Path(file)
+            self.name = path.name
+            self._open = lambda: path.open("rb")
+        elif callable(getattr(file, "open", None)):
+            self.name = str(getattr(file, "name", "") or "")
+            self._open = lambda: file.open("rb")
+        else:
+            raise TrueFoundryConfigError(
+                f"upload_file takes a local path (str or pathlib.Path) or an ObjectStoragePath, "
+                f"got {type(file).__name__}."
+            )
+
+    def open(self) -> IO[bytes]:
+        """Open the file for reading, or raise a :class:`TrueFoundryConfigError` saying why not."""
+        try:
+            return self._open()
+        except FileNotFoundError:
+            raise self._error(
+                "does not exist; check the path (and that it is visible to the worker)"
+            ) from None
+        except IsADirectoryError:
+            raise self._error("is a directory; give the path of the JSONL file itself") from None
+        except PermissionError:
+            raise self._error("cannot be read: permission denied for the user running the task") from None
+        except OSError as err:
+            raise self._error(f"could not be opened ({type(err).__name__}: {str(err)[:200]})") from None
+
+    def validate(self) -> int:
+        """Read the file once, streamed, and refuse it unless it is JSONL the gateway accepts.
+
+        Returns its size in bytes. Reading stops as soon as the file is known to be too large.
+        """
+        validator = protocol.JsonlValidator(self.name or self.shown)
+        with self.open() as stream:
+            while not validator.too_large and (chunk := self._read(stream, CHUNK_BYTES)):
+                validator.feed(chunk)
+        validator.close()
+        return validator.size
+
+    def sized(self, stream: IO[bytes]) -> SizedReader:
+        """Wrap an open stream with its length, which the multipart encoder needs up front."""
+        return SizedReader(stream, self)
+
+    def _read(self, stream: IO[bytes], size: int) -> bytes:
+        try:
+            return stream.read(size)
+        except OSError as err:
+            raise self._error(f"could not be read ({type(err).__name__}: {str(err)[:200]})") from None
+
+    def _error(self, problem: str) -> TrueFoundryConfigError:
+        return TrueFoundryConfigError(f"The file to upload, {self.shown}, {problem}. Nothing was sent.")
+
+
+class SizedReader:
+    """A read-only stream with a ``len`` attribute (what requests-toolbelt reads for the size).
+
+    The encoder only knows a stream's size from ``fileno()``, which object-storage files lack.
+    """
+
+    def __init__(self, stream: IO[bytes], source: FileSource) -> None:
+        self._stream = stream
+        self._source = source
+        self._remaining = _size(stream)
+
+    @property
+    def len(self) -> int:
+        """Bytes left to read."""
+        return self._remaining
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all that is left for -1)."""
+        chunk = self._source._read(self._stream, size if size is not None and size >= 0 else self._remaining)
+        self._remaining = max(0, self._remaining - len(chunk))
+        return chunk
+
+
+def _size(stream: IO[bytes]) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size - stream.tell()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        pass
+    size = getattr(stream, "size", None)  # fsspec's remote files know theirs
+    if isinstance(size, int):
+        return size - stream.tell()
+    position = stream.tell()
+    end = stream.seek(0, io.SEEK_END)
+    stream.seek(position)
+    return end - position
+
+
+def _object_storage_path(url: str) -> Any:
+    # The compat provider resolves it to airflow.sdk (3.x) or airflow.io.path (2.11).
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(url)

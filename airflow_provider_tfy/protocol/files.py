@@ -1,0 +1,164 @@
+"""Files: the uploaded file object, and checking a JSONL training file before it is sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryResponseError
+from airflow_provider_tfy.models import FILE_TIMESTAMP_FIELDS, TrueFoundryFile
+from airflow_provider_tfy.protocol.configuration import GatewayConfig
+from airflow_provider_tfy.protocol.jobs import unix_seconds
+from airflow_provider_tfy.protocol.requests import Request
+from airflow_provider_tfy.protocol.responses import check_status, excerpt, json_body, json_type
+
+# The gateway's documented limit per file; checked before upload so a large file is refused in
+# seconds rather than after minutes of sending.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+# How many bad lines a refusal names: enough to see a pattern, short enough to read.
+MAX_REPORTED_LINES = 5
+_FILE_FIELDS: dict[str, tuple[type, bool]] = {
+    "object": (str, False),
+    "bytes": (int, True),
+    "created_at": (int, True),
+    "filename": (str, True),
+    "purpose": (str, True),
+    "status": (str, True),
+    "expires_at": (int, True),
+    "status_details": (str, True),
+}
+
+
+def parse_file(data: Any) -> TrueFoundryFile:
+    """Turn the decoded JSON of an upload's answer into a :class:`TrueFoundryFile`, strictly."""
+    if not isinstance(data, dict):
+        raise _bad_file(f"the body is a JSON {json_type(data)}, not an object")
+    file_id = data.get("id")
+    if not isinstance(file_id, str) or not file_id:
+        problem = "is missing" if file_id is None else f"is {json_type(file_id)}, not a non-empty string"
+        raise _bad_file(f"field 'id' {problem}")
+    values: dict[str, Any] = {}
+    for name, (kind, nullable) in _FILE_FIELDS.items():
+        value = data.get(name)
+        if value is None:
+            if name in data and not nullable:
+                raise _bad_file(f"field {name!r} is null")
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _bad_file(f"field {name!r} is {json_type(value)}, expected {json_type(kind())}")
+        values[name] = value
+    if values.get("object", "file") != "file":
+        # Not quoted: a misbehaving gateway could echo anything there, even the key.
+        raise _bad_file(f"field 'object' is not 'file' ({len(values['object'])} characters)")
+    for name in FILE_TIMESTAMP_FIELDS & values.keys():
+        values[name] = unix_seconds(values[name])
+    return TrueFoundryFile(id=file_id, raw=data, **values)
+
+
+def read_file_response(
+    config: GatewayConfig,
+    request: Request,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+) -> TrueFoundryFile:
+    """Classify the answer to an upload and return the file object, or raise."""
+    check_status(config, request, status, headers, body, now=now)
+    file = parse_file(json_body(config, request, status, body))
+    if file.status_details and config.api_key in file.status_details:
+        file = parse_file({**file.raw, "status_details": excerpt(file.status_details, config.api_key)})
+    return file
+
+
+class JsonlValidator:
+    """Check a JSONL training file fed in chunks: one JSON object a line, not empty, not too big.
+
+    Sans-I/O: the caller reads the file and feeds :meth:`feed`; :meth:`close` raises a
+    :class:`TrueFoundryConfigError` naming the first bad line numbers. :attr:`too_large` lets the
+    caller stop reading early. The last line may lack its newline; a blank line is refused.
+    """
+
+    def __init__(self, name: str, *, max_bytes: int = MAX_FILE_BYTES) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.lines = 0
+        self.bad_lines: list[tuple[int, str]] = []
+        self.bad_count = 0
+        self._partial = bytearray()
+
+    @property
+    def too_large(self) -> bool:
+        """Whether the file is already past :attr:`max_bytes` (no need to read further)."""
+        return self.size > self.max_bytes
+
+    def feed(self, chunk: bytes) -> None:
+        """Check every complete line in ``chunk`` (with what is left of the previous chunk)."""
+        self.size += len(chunk)
+        if self.too_large:
+            return
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if self._partial:
+                self._partial += chunk[start:end]
+                self._check(bytes(self._partial))
+                self._partial.clear()
+            else:
+                self._check(chunk[start:end])
+            start = end + 1
+        self._partial += chunk[start:]
+
+    def close(self) -> None:
+        """Check the last line and raise if the file is not one JSON object a line."""
+        if self._partial and not self.too_large:
+            self._check(bytes(self._partial))
+            self._partial.clear()
+        where = f"The training file {self.name!r}"
+        if self.too_large:
+            raise TrueFoundryConfigError(
+                f"{where} is over {self.max_bytes // (1024 * 1024)} MB, the gateway's limit per file; "
+                "split it or sample it down."
+            )
+        if self.lines == 0:
+            raise TrueFoundryConfigError(f"{where} is empty; it needs one JSON object a line (JSONL).")
+        if self.bad_lines:
+            shown = "; ".join(f"line {number}: {problem}" for number, problem in self.bad_lines)
+            more = (
+                f" (and {self.bad_count - len(self.bad_lines)} more)"
+                if self.bad_count > len(self.bad_lines)
+                else ""
+            )
+            raise TrueFoundryConfigError(
+                f"{where} is not JSONL (one JSON object a line): {self.bad_count} bad line(s) — "
+                f"{shown}{more}. Fix those lines, or pass validate=False to upload it as it is."
+            )
+
+    def _check(self, line: bytes) -> None:
+        self.lines += 1
+        problem = None
+        if not line.strip():
+            problem = "blank line"
+        else:
+            try:
+                value = json.loads(line)
+            except UnicodeDecodeError:
+                problem = "not UTF-8 text"
+            except (ValueError, RecursionError):
+                problem = "not valid JSON"
+            else:
+                if not isinstance(value, dict):
+                    problem = f"a JSON {json_type(value)}, not an object"
+        if problem is not None:
+            self.bad_count += 1
+            if len(self.bad_lines) < MAX_REPORTED_LINES:
+                self.bad_lines.append((self.lines, problem))
+
+
+def _bad_file(problem: str) -> TrueFoundryResponseError:
+    return TrueFoundryResponseError(
+        f"The gateway's answer is not a file object: {problem}. The gateway may not follow "
+        "TrueFoundry's files API; check the connection's base URL."
+    )

@@ -1,0 +1,139 @@
+"""When to ask again: backoff, Retry-After, and whether a failed attempt may have been applied."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_tfy.exceptions import (
+    TrueFoundryAPIError,
+    TrueFoundryConfigError,
+    TrueFoundryConnectionError,
+    TrueFoundryError,
+)
+
+# Eight retries with backoff from 1 s capped at 30 s wait at least 60 s in all: a one-minute
+# gateway blip passes inside a single call.
+DEFAULT_MAX_RETRIES = 8
+DEFAULT_RETRY_DELAY = 1.0
+MAX_BACKOFF = 30.0
+# A Retry-After up to this is honoured inside the call; a longer one is left to the next poll,
+# so one call never blocks a worker for longer than the gateway's blip is likely to last.
+MAX_RETRY_AFTER = 60.0
+
+
+def could_have_been_applied(error: BaseException) -> bool:
+    """Whether the gateway may have acted on the attempt that ended in ``error``.
+
+    Only two outcomes prove it did not: the request never left (connection refused or never
+    opened: ``request_sent`` is false), or the gateway answered with a 4xx, 429 included, which
+    refuses the request. A 5xx, a reset or a timeout after sending, or a 2xx with an unreadable
+    body may all follow a job the gateway created.
+    """
+    if isinstance(error, TrueFoundryConfigError):
+        return False  # raised before any request
+    if isinstance(error, TrueFoundryConnectionError):
+        return error.request_sent
+    if isinstance(error, TrueFoundryAPIError):
+        return not 400 <= int(error.status_code) < 500
+    return True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before asking again after a transient failure.
+
+    :param max_retries: retries after the first attempt within one call.
+    :param retry_delay: the first backoff in seconds; it doubles per retry, up to ``max_delay``.
+    :param max_delay: the backoff's cap.
+    :param max_retry_after: the longest ``Retry-After`` honoured within one call.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    max_delay: float = MAX_BACKOFF
+    max_retry_after: float = MAX_RETRY_AFTER
+
+    @classmethod
+    def from_params(cls, *, max_retries: Any = None, retry_delay: Any = None) -> RetryPolicy:
+        """Validate user-facing hook parameters (``None`` keeps the default)."""
+        if max_retries is None:
+            max_retries = DEFAULT_MAX_RETRIES
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise TrueFoundryConfigError(
+                f"max_retries must be a whole number 0 or more, got {max_retries!r}."
+            )
+        if retry_delay is None:
+            retry_delay = DEFAULT_RETRY_DELAY
+        if (
+            isinstance(retry_delay, bool)
+            or not isinstance(retry_delay, int | float)
+            or not math.isfinite(retry_delay)
+            or retry_delay < 0
+        ):
+            raise TrueFoundryConfigError(
+                f"retry_delay must be a number of seconds 0 or more, got {retry_delay!r}."
+            )
+        return cls(
+            max_retries=max_retries,
+            retry_delay=float(retry_delay),
+            max_delay=max(MAX_BACKOFF, float(retry_delay)),
+        )
+
+    def backoff(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
+        """Exponential backoff with jitter for the n-th retry (1-based).
+
+        Half the step is fixed and half random: callers that failed together spread out, and a
+        wait is never near zero, so a struggling gateway is not hammered.
+        """
+        step = min(self.max_delay, self.retry_delay * 2 ** min(retry_number - 1, 30))
+        return step / 2 + rng() * step / 2
+
+    def should_retry(self, retry_number: int, error: BaseException, *, safe_to_repeat: bool = True) -> bool:
+        """Whether retry ``retry_number`` (1-based) of one call should happen after ``error``.
+
+        A request that is not ``safe_to_repeat`` (a create) is repeated only when the gateway
+        certainly did not act on it (:func:`could_have_been_applied`).
+        """
+        if retry_number > self.max_retries or not isinstance(error, TrueFoundryError) or not error.retryable:
+            return False
+        if not safe_to_repeat and could_have_been_applied(error):
+            return False
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after is None or retry_after <= self.max_retry_after
+
+    def wait_before_retry(
+        self,
+        retry_number: int,
+        error: BaseException,
+        rng: Callable[[], float] = random.random,
+        *,
+        safe_to_repeat: bool = True,
+    ) -> float | None:
+        """Seconds to wait before retry ``retry_number`` within one call, or None to give up."""
+        if not self.should_retry(retry_number, error, safe_to_repeat=safe_to_repeat):
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after if retry_after is not None else self.backoff(retry_number, rng)
+
+    def wait_after_failure(
+        self,
+        failures_in_a_row: int,
+        error: BaseException,
+        poll_interval: float,
+        rng: Callable[[], float] = random.random,
+    ) -> float:
+        """Seconds a long-running poller waits after its n-th transient failure in a row.
+
+        The first ``max_retries`` failures are retried like a call retries them; after that the
+        poller falls back to its usual interval, as a sensor does at its next poke. A long
+        ``Retry-After`` is honoured in full: a poller that keeps waiting has no reason to hurry.
+        """
+        wait = self.wait_before_retry(failures_in_a_row, error, rng)
+        if wait is not None:
+            return wait
+        retry_after = getattr(error, "retry_after", None)
+        return max(poll_interval, retry_after or 0.0)

@@ -1,0 +1,104 @@
+"""Many triggers starting at once in one loop (a triggerer's takeover): one connection read, paced
+first polls, and nothing cached past the read (a rotated key reaches the next trigger)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_tfy.testing import GatewaySimulator
+from airflow_provider_tfy.triggers import fine_tuning
+from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
+
+from .conftest import CONN_ID, collect_events, run_trigger
+
+
+def only_event(events: list[Any]) -> dict[str, Any]:
+    assert len(events) == 1, events
+    payload = events[0].payload
+    assert isinstance(payload, dict)
+    return payload
+
+
+def trigger(job_id: str, poll_interval: float = 5.0) -> TrueFoundryFineTuningJobTrigger:
+    return TrueFoundryFineTuningJobTrigger(
+        job_id=job_id, truefoundry_conn_id=CONN_ID, poll_interval=poll_interval, deadline=time.time() + 60
+    )
+
+
+@pytest.fixture
+def connection_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The connection reads that really happen (Airflow's accessor is still what answers them)."""
+    reads: list[str] = []
+    real = fine_tuning._read_connection
+
+    async def counted(conn_id: str) -> Any:
+        reads.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(fine_tuning, "_read_connection", counted)
+    return reads
+
+
+def test_triggers_starting_together_read_the_connection_once_and_pace_their_first_polls(
+    connected_gateway: GatewaySimulator, connection_reads: list[str]
+) -> None:
+    n = 200
+    jobs = [connected_gateway.add_job(statuses=("succeeded",)) for _ in range(n)]
+
+    async def all_at_once() -> tuple[float, list[list[Any]]]:
+        started = time.time()
+        results = await asyncio.gather(*(collect_events(trigger(job.id)) for job in jobs))
+        return started, results
+
+    started, results = asyncio.run(asyncio.wait_for(all_at_once(), 60))
+
+    assert [only_event(events)["status"] for events in results] == ["succeeded"] * n
+    assert connection_reads == [CONN_ID]
+    firsts = sorted(r.time for r in connected_gateway.requests)
+    assert len(firsts) == n
+    # Paced 1 ms apart: the batch spreads over at least ~n ms, never over a poll interval.
+    assert firsts[-1] - firsts[0] >= n * fine_tuning.FirstPollPacer.pace * 0.9, firsts[-1] - firsts[0]
+    assert firsts[-1] - started < 5.0
+
+
+def test_a_lone_trigger_polls_at_once(connected_gateway: GatewaySimulator) -> None:
+    job = connected_gateway.add_job(statuses=("succeeded",))
+    run_trigger(trigger(job.id))  # warm: imports and the first connection read
+    job = connected_gateway.add_job(statuses=("succeeded",))
+    started = time.time()
+    assert only_event(run_trigger(trigger(job.id)))["status"] == "succeeded"
+    [record] = [r for r in connected_gateway.requests if r.job_id == job.id]
+    assert record.time - started < 1.0
+
+
+def test_a_read_after_the_last_one_finished_sees_an_edited_connection(
+    gateway: GatewaySimulator, set_connection: Any, connection_reads: list[str]
+) -> None:
+    job = gateway.add_job(statuses=("succeeded",))
+    set_connection(gateway, password="a-revoked-key")
+    assert only_event(run_trigger(trigger(job.id)))["status"] == "error"
+    set_connection(gateway)  # the key rotated: the next trigger must use the new one
+    assert only_event(run_trigger(trigger(job.id)))["status"] == "succeeded"
+    assert connection_reads == [CONN_ID, CONN_ID]
+    assert [r.has_valid_auth for r in gateway.requests] == [False, True]
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_shared_read(
+    connected_gateway: GatewaySimulator, connection_reads: list[str]
+) -> None:
+    jobs = [connected_gateway.add_job(statuses=("succeeded",)) for _ in range(3)]
+
+    async def scenario() -> list[Any]:
+        doomed = asyncio.ensure_future(collect_events(trigger(jobs[0].id)))
+        others = [asyncio.ensure_future(collect_events(trigger(job.id))) for job in jobs[1:]]
+        await asyncio.sleep(0)  # every trigger is now waiting for the one read
+        doomed.cancel()
+        return await asyncio.gather(*others)
+
+    results = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert [only_event(events)["status"] for events in results] == ["succeeded", "succeeded"]
+    assert connection_reads == [CONN_ID]

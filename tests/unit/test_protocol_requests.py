@@ -1,0 +1,190 @@
+"""Unit tests of the requests added for the whole fine-tuning API: list, create, cancel, upload."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from airflow_provider_tfy import protocol
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError
+
+KEY = "tfy-SECRET-abc123"
+BASE = "https://gw.example.com/api/llm"
+
+
+def make_config(extra: dict[str, Any] | None = None) -> protocol.GatewayConfig:
+    return protocol.gateway_config("tfy", host=BASE, password=KEY, extra=extra or {})
+
+
+def config_error(func: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(TrueFoundryConfigError) as info:
+        func(*args, **kwargs)
+    assert KEY not in str(info.value)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Header arguments, declared once
+# --------------------------------------------------------------------------------------------
+
+
+def test_header_args_declares_exactly_the_five_headers() -> None:
+    assert set(protocol.HeaderArgs.__annotations__) == set(protocol.HEADER_NAMES)
+    assert protocol.HeaderArgs.__total__ is False
+
+
+def test_header_args_validates_like_header_options() -> None:
+    options = protocol.header_args({"provider_name": " openai-main ", "metadata": '{"a": "b"}'}, "m")
+    assert options == protocol.HeaderOptions(provider_name="openai-main", metadata={"a": "b"})
+    assert protocol.header_args({}, "m") == protocol.HeaderOptions()
+
+
+def test_header_args_names_the_method_and_the_arguments_it_takes() -> None:
+    with pytest.raises(TypeError) as info:
+        protocol.header_args({"provider": "x", "provider_name": "y"}, "upload_file")
+    message = str(info.value)
+    assert "upload_file()" in message
+    assert "'provider'" in message
+    assert "provider_name" in message
+    assert "vertex_storage_bucket_name" in message
+
+
+def test_header_args_refuses_a_bad_value_as_config_error() -> None:
+    assert "control character" in config_error(protocol.header_args, {"provider_name": "a\r\nb"}, "m")
+
+
+# --------------------------------------------------------------------------------------------
+# List
+# --------------------------------------------------------------------------------------------
+
+
+def query(request: protocol.Request) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(request.url).query)
+
+
+def test_list_request_keeps_the_old_call_form() -> None:
+    request = protocol.list_request(make_config(), limit=1)
+    assert request.method == "GET"
+    assert request.url == f"{BASE}/fine_tuning/jobs?limit=1"
+    assert request.safe_to_repeat
+
+
+def test_list_request_sends_limit_after_and_the_metadata_filter_as_openai_writes_it() -> None:
+    request = protocol.list_request(
+        make_config(), 100, after="ftjob-9", job_metadata={"team": "ml", "run": "a b&c"}
+    )
+    assert urlsplit(request.url).path == "/api/llm/fine_tuning/jobs"
+    assert query(request) == [
+        ("limit", "100"),
+        ("after", "ftjob-9"),
+        ("metadata[run]", "a b&c"),
+        ("metadata[team]", "ml"),
+    ]
+
+
+def test_list_request_sends_header_overrides() -> None:
+    request = protocol.list_request(
+        make_config({"provider_name": "from-extra"}), 5, overrides=protocol.HeaderOptions(provider_name="arg")
+    )
+    assert request.headers["x-tfy-provider-name"] == "arg"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize("limit", [0, 101, -1, 1.5, "20", True, None])
+def test_list_request_refuses_a_page_size_outside_1_to_100(limit: Any) -> None:
+    assert "page_size must be a whole number from 1 to 100" in config_error(
+        protocol.list_request, make_config(), limit
+    )
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, {1: "a"}, {"": "a"}, ["a"], "a=b"])
+def test_list_request_refuses_a_filter_that_is_not_strings(bad: Any) -> None:
+    assert "job_metadata must map" in config_error(protocol.list_request, make_config(), 20, job_metadata=bad)
+
+
+def test_list_request_checks_the_after_cursor_like_a_job_id() -> None:
+    assert "job_id" in config_error(protocol.list_request, make_config(), 20, after=" x ")
+
+
+# --------------------------------------------------------------------------------------------
+# Create and cancel
+# --------------------------------------------------------------------------------------------
+
+
+def test_create_request_posts_the_json_body_and_is_not_safe_to_repeat() -> None:
+    body = {"model": "m", "training_file": "file-1", "metadata": {"k": "é"}}
+    request = protocol.create_request(make_config(), body, protocol.HeaderOptions(provider_name="p"))
+    assert request.method == "POST"
+    assert request.url == f"{BASE}/fine_tuning/jobs"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["x-tfy-provider-name"] == "p"
+    assert request.body is not None
+    assert json.loads(request.body) == body
+    assert not request.safe_to_repeat
+    assert KEY not in repr(request)
+
+
+def test_cancel_request_posts_to_the_jobs_cancel_path_and_may_be_repeated() -> None:
+    request = protocol.cancel_request(make_config(), "ftjob-a/../b")
+    assert request.method == "POST"
+    assert request.url == f"{BASE}/fine_tuning/jobs/ftjob-a%2F..%2Fb/cancel"
+    assert request.body is None
+    assert request.safe_to_repeat
+
+
+def test_cancel_request_checks_the_job_id() -> None:
+    assert "job_id is empty" in config_error(protocol.cancel_request, make_config(), "")
+
+
+# --------------------------------------------------------------------------------------------
+# Upload
+# --------------------------------------------------------------------------------------------
+
+
+def test_upload_request_names_the_multipart_fields_and_may_be_repeated() -> None:
+    request = protocol.upload_request(
+        make_config(),
+        filename="train.jsonl",
+        purpose="fine-tune",
+        overrides=protocol.HeaderOptions(provider_name="p"),
+    )
+    assert request.method == "POST"
+    assert request.url == f"{BASE}/files"
+    assert request.upload == protocol.MultipartUpload(filename="train.jsonl", purpose="fine-tune")
+    assert (request.upload.file_field, request.upload.purpose_field) == ("file", "purpose")
+    assert "Content-Type" not in request.headers  # the encoder sets it, with its boundary
+    assert request.headers["x-tfy-provider-name"] == "p"
+    assert request.safe_to_repeat
+
+
+def test_upload_request_takes_the_provider_name_from_the_extra() -> None:
+    request = protocol.upload_request(
+        make_config({"provider_name": "openai-main"}), filename="t", purpose="fine-tune"
+    )
+    assert request.headers["x-tfy-provider-name"] == "openai-main"
+
+
+def test_upload_request_needs_a_provider_name() -> None:
+    message = config_error(protocol.upload_request, make_config(), filename="t.jsonl", purpose="fine-tune")
+    assert "provider name" in message
+    assert "provider_name" in message
+    assert "'tfy'" in message
+
+
+@pytest.mark.parametrize("purpose", ["", "  ", None, 3])
+def test_upload_request_needs_a_purpose(purpose: Any) -> None:
+    config = make_config({"provider_name": "p"})
+    assert "purpose must be a non-empty string" in config_error(
+        protocol.upload_request, config, filename="t", purpose=purpose
+    )
+
+
+@pytest.mark.parametrize("filename", ["", "a\nb"])
+def test_upload_request_refuses_an_unusable_file_name(filename: str) -> None:
+    config = make_config({"provider_name": "p"})
+    assert "rename the file" in config_error(
+        protocol.upload_request, config, filename=filename, purpose="fine-tune"
+    )
