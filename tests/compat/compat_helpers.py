@@ -35,8 +35,9 @@ AIRFLOW_30 = Version("3.0") <= AIRFLOW_VERSION < Version("3.1")
 only_airflow_2 = pytest.mark.skipif(AIRFLOW_3, reason="Airflow 2's Flask UI only")
 only_airflow_3 = pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3's FastAPI UI only")
 
-# Airflow 3.0.x's ``dag.test()`` cannot run any reschedule-mode sensor past its first reschedule:
-# its in-process supervisor hands the task the first reschedule date as a string
+# Airflow 3.0.x's ``dag.test()`` fails any reschedule-mode sensor whose wait goes on after a
+# reschedule (a poke after it returns False): its in-process supervisor hands the task the first
+# reschedule date as a string
 # (``TaskRescheduleStartDate.model_construct`` skips validation; 3.1 validates), and
 # BaseSensorOperator.execute fails on ``utcnow() - start_date`` with a TypeError. (A scheduled
 # task decodes the supervisor's answer with validation: a different path, not run here.)

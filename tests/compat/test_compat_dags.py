@@ -117,7 +117,8 @@ def test_sensor_passes_airflows_nested_execute_guard(
     assert run.state == "success", task_states(run)
 
 
-@pytest.mark.parametrize("mode", sensor_modes(*MODES))
+# The job ends at the second poke: Airflow 3.0.x's reschedule bug (sensor_modes) never strikes.
+@pytest.mark.parametrize("mode", list(MODES))
 def test_dag_run_causes_no_deprecation_warning_of_ours(
     mode: str, example_dags: ModuleType, truefoundry_conn: Any, provider_warnings: list[str]
 ) -> None:
