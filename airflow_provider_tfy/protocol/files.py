@@ -9,7 +9,7 @@ from typing import Any
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryResponseError
 from airflow_provider_tfy.models import FILE_TIMESTAMP_FIELDS, TrueFoundryFile
 from airflow_provider_tfy.protocol.configuration import GatewayConfig
-from airflow_provider_tfy.protocol.jobs import unix_seconds
+from airflow_provider_tfy.protocol.jobs import typed_fields, unix_seconds
 from airflow_provider_tfy.protocol.requests import Request
 from airflow_provider_tfy.protocol.responses import check_status, excerpt, json_body, json_type
 
@@ -38,16 +38,7 @@ def parse_file(data: Any) -> TrueFoundryFile:
     if not isinstance(file_id, str) or not file_id:
         problem = "is missing" if file_id is None else f"is {json_type(file_id)}, not a non-empty string"
         raise _bad_file(f"field 'id' {problem}")
-    values: dict[str, Any] = {}
-    for name, (kind, nullable) in _FILE_FIELDS.items():
-        value = data.get(name)
-        if value is None:
-            if name in data and not nullable:
-                raise _bad_file(f"field {name!r} is null")
-            continue
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise _bad_file(f"field {name!r} is {json_type(value)}, expected {json_type(kind())}")
-        values[name] = value
+    values = typed_fields(data, _FILE_FIELDS, _bad_file)
     if values.get("object", "file") != "file":
         # Not quoted: a misbehaving gateway could echo anything there, even the key.
         raise _bad_file(f"field 'object' is not 'file' ({len(values['object'])} characters)")

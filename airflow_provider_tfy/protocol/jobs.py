@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_provider_tfy.exceptions import (
@@ -16,30 +16,52 @@ from airflow_provider_tfy.protocol.configuration import GatewayConfig
 from airflow_provider_tfy.protocol.requests import Request
 from airflow_provider_tfy.protocol.responses import check_status, excerpt, json_body, json_type
 
-_STR, _INT, _LIST, _DICT = (str,), (int,), (list,), (dict,)
 # name: (accepted types, nullable) from the spec's 200 schema. ``id`` and ``status`` are needed to
 # wait on a job at all; the rest is checked when present, and read as None when missing, since
 # gateways of the same design omit some (Vertex jobs have no organization).
-_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "object": (_STR, False),
-    "model": (_STR, False),
-    "created_at": (_INT, False),
-    "finished_at": (_INT, True),
-    "fine_tuned_model": (_STR, True),
-    "organization_id": (_STR, False),
-    "result_files": (_LIST, False),
-    "validation_file": (_STR, True),
-    "training_file": (_STR, False),
-    "hyperparameters": (_DICT, True),
-    "trained_tokens": (_INT, True),
-    "integrations": (_LIST, True),
-    "seed": (_INT, True),
-    "estimated_finish": (_INT, True),
-    "method": (_DICT, True),
-    "metadata": (_DICT, True),
+_FIELDS: dict[str, tuple[type, bool]] = {
+    "object": (str, False),
+    "model": (str, False),
+    "created_at": (int, False),
+    "finished_at": (int, True),
+    "fine_tuned_model": (str, True),
+    "organization_id": (str, False),
+    "result_files": (list, False),
+    "validation_file": (str, True),
+    "training_file": (str, False),
+    "hyperparameters": (dict, True),
+    "trained_tokens": (int, True),
+    "integrations": (list, True),
+    "seed": (int, True),
+    "estimated_finish": (int, True),
+    "method": (dict, True),
+    "metadata": (dict, True),
 }
 # Unix seconds pass 1e11 only in the year 5138: anything larger is milliseconds.
 _MILLISECONDS_FROM = 10**11
+
+
+def typed_fields(
+    data: Mapping[str, Any],
+    fields: Mapping[str, tuple[type, bool]],
+    bad: Callable[[str], TrueFoundryResponseError],
+) -> dict[str, Any]:
+    """The present, non-null ``fields`` of a decoded object, each checked against its JSON type.
+
+    ``fields`` maps a name to (type, nullable); a missing field is left out, a null one is
+    refused unless nullable, and ``bad`` builds the error naming what was wrong.
+    """
+    values: dict[str, Any] = {}
+    for name, (kind, nullable) in fields.items():
+        value = data.get(name)
+        if value is None:
+            if name in data and not nullable:
+                raise bad(f"field {name!r} is null")
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise bad(f"field {name!r} is {json_type(value)}, expected {json_type(kind())}")
+        values[name] = value
+    return values
 
 
 def unix_seconds(value: int) -> int:
@@ -60,16 +82,7 @@ def parse_job(data: Any) -> FineTuningJob:
         if not isinstance(value, str) or not value:
             problem = "is missing" if value is None else f"is {json_type(value)}, not a non-empty string"
             raise _bad_job(f"field {name!r} {problem}")
-    values: dict[str, Any] = {}
-    for name, (types, nullable) in _FIELDS.items():
-        value = data.get(name)
-        if value is None:
-            if name in data and not nullable:
-                raise _bad_job(f"field {name!r} is null")
-            continue
-        if not isinstance(value, types) or isinstance(value, bool):
-            raise _bad_job(f"field {name!r} is {json_type(value)}, expected {json_type(types[0]())}")
-        values[name] = value
+    values = typed_fields(data, _FIELDS, _bad_job)
     if values.get("object", "fine_tuning.job") != "fine_tuning.job":
         # The value is not quoted: a misbehaving gateway could echo anything there, even the key.
         raise _bad_job(f"field 'object' is not 'fine_tuning.job' ({len(values['object'])} characters)")
