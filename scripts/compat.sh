@@ -3,6 +3,7 @@
 #
 #   scripts/compat.sh [2.11|3.0|3.1|3.2|all] [pytest args...]   # default: all
 #   scripts/compat.sh lock [2.11|3.0|3.1|3.2|all]               # re-resolve the pinned environments
+#   scripts/compat.sh prepare [2.11|3.0|3.1|3.2|all]            # only build the environments
 #
 # The locked Airflow 3.3.x runs the whole suite, tests/compat included, in the repo's .venv
 # (scripts/test.sh). Here each other line gets its own environment, made with uv under
@@ -125,7 +126,7 @@ build_wheel() {
   WHEEL="$(ls "$out"/airflow_provider_tfy-*.whl)"
 }
 
-setup_env() {
+sync_env() {
   local ver="$1" venv="$COMPAT_DIR/airflow-$1"
   if [ ! -x "$venv/bin/python" ]; then
     log "creating $venv"
@@ -134,6 +135,11 @@ setup_env() {
   log "syncing $venv with $(lock_file "$ver")"
   uv pip sync --quiet --python "$venv/bin/python" "$(lock_file "$ver")"
   uv pip check --quiet --python "$venv/bin/python"
+}
+
+setup_env() {
+  local ver="$1" venv="$COMPAT_DIR/airflow-$1"
+  sync_env "$ver"
   # --no-deps: the dependencies come from the requirements file; the provider's own declared
   # Airflow range is checked by tests/compat/test_compat_packaging.py instead.
   uv pip install --quiet --no-deps --python "$venv/bin/python" "$WHEEL"
@@ -172,6 +178,18 @@ run_line() {
 
 main() {
   local target="${1:-all}"
+  if [ "$target" = prepare ]; then
+    # Network-bound: scripts/test.sh runs this in the background while the main suite runs.
+    local which="${2:-all}" ver
+    [ "$which" = all ] && set -- "${VERSIONS[@]}" || set -- "$which"
+    mkdir -p "$COMPAT_DIR"
+    for ver in "$@"; do
+      [ -n "${AIRFLOW_PIN[$ver]:-}" ] || { echo "unknown line $ver; use one of ${VERSIONS[*]}" >&2; exit 2; }
+      ensure_lock "$ver"
+      sync_env "$ver"
+    done
+    return
+  fi
   if [ "$target" = lock ]; then
     local which="${2:-all}" ver
     [ "$which" = all ] && set -- "${VERSIONS[@]}" || set -- "$which"

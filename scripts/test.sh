@@ -13,6 +13,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &
   echo "Installing Debian's postgresql for the system tests" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+# The other Airflow lines' environments download (network-bound) while the main suite runs.
+compat_log="$(mktemp)"
+bash scripts/compat.sh prepare all >"$compat_log" 2>&1 &
+compat_prepare=$!
+trap 'kill "$compat_prepare" 2>/dev/null || true; rm -f "$compat_log"' EXIT
 set -x
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
@@ -21,6 +26,13 @@ set -x
 site_dir="$(mktemp -d)"
 .venv/bin/mkdocs build --strict --quiet --site-dir "$site_dir"
 rm -rf "$site_dir"
-.venv/bin/pytest "$@"
+# Two workers: much of the suite waits on subprocesses, pokes and sleeps. The system suite and
+# the browser tests each stay on one worker (tests/conftest.py schedules them).
+.venv/bin/pytest -n 2 "$@"
 bash scripts/release_check.sh dist
+if ! wait "$compat_prepare"; then
+  cat "$compat_log" >&2
+  echo "building the other Airflow lines' environments failed (log above)" >&2
+  exit 1
+fi
 TFY_COMPAT_WHEEL="$(echo dist/airflow_provider_tfy-*.whl)" bash scripts/compat.sh all

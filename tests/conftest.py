@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow_cli import run_airflow
@@ -27,6 +28,30 @@ os.environ.update(
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_HOME}/airflow.db",
     AIRFLOW__CORE__UNIT_TEST_MODE="False",
 )
+
+
+# Suites whose tests share one expensive set-up, kept on one pytest-xdist worker: the system
+# suite's stack (session-scoped) and the browser tests (an API server and Chromium).
+SHARED_SETUP_SUITES = ("system", "ui")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``scripts/test.sh`` runs ``-n 2``), spread the tests one by one, except
+    that each of :data:`SHARED_SETUP_SUITES` goes to one worker as a whole.
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: on pytest 9.2 that silently stops
+    grouping (pytest-dev/pytest-xdist#1386), and two workers would each start a stack.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedSetupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("/", 2)
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in SHARED_SETUP_SUITES:
+                return parts[1]
+            return nodeid
+
+    return SharedSetupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

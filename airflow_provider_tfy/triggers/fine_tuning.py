@@ -4,8 +4,9 @@ It shares every decision with the hook through :mod:`..protocol` (request, class
 retry waits, parsing) and with the sensor through :mod:`..events`; here only bytes move.
 Nothing in ``run()`` blocks the loop: the connection is read with the async accessors, and the
 one blocking step (building a TLS context) runs in a thread. Many triggers starting at once (a
-takeover) share one connection read and pace their first polls, so a batch never lands in one
-loop iteration (see ``benchmarks/density.py``, start burst).
+takeover) share one connection read, spread their first polls, and every poll passes the
+loop's gate (:mod:`.pacing`), so a batch never lands in one loop iteration (see
+``benchmarks/density.py``, start burst).
 
 Why aiohttp and not httpx: with a few hundred pooled connections (a thousand waits at 200 ms
 latency keep ~200 requests in flight), httpcore's pool scans every connection on each request
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import ssl
 import time
 import urllib.request
@@ -33,6 +33,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryError
 from airflow_provider_tfy.models import JobOutcome, status_outcome
+from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate
 
 # on_kill must finish within the triggerer's on_kill_timeout (30 s by default).
 _CANCEL_RETRIES = 2
@@ -111,7 +112,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         """Poll until the job ends (one event), an unrecoverable error, or the deadline."""
         try:
             connection = await shared_connections.read(self.truefoundry_conn_id)
-            # The sensor poked before deferring, so the first poll can wait its turn; see FirstPollPacer.
+            # The sensor poked before deferring, so the first poll can wait its turn; see .pacing.
             await asyncio.sleep(first_poll_pacer.delay(self.poll_interval, self.deadline))
             config = self._config_from(connection)
             policy = protocol.RetryPolicy.from_params(
@@ -147,6 +148,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
     ) -> AsyncIterator[TriggerEvent]:
         failures = 0
         while True:
+            await poll_gate.turn()  # a few polls per tick, however many fell due together
             try:
                 answer = await send(session, request)
                 job = protocol.read_job_response(config, request, *answer, job_id=self.job_id)
@@ -279,35 +281,6 @@ class SharedConnectionReads:
         return await asyncio.shield(future)
 
 
-class FirstPollPacer:
-    """Spaces the first polls of triggers that start together in one loop ``pace`` seconds apart.
-
-    A triggerer starts many triggers in one go when it takes over a dead peer's or starts with a
-    full table; they would all build and send their first request in the same loop iteration and
-    block the loop (and every other trigger in it) for the whole batch. Paced, a lone trigger
-    polls at once and a batch of N spreads over N milliseconds, so the loop never runs more than a
-    few first polls in one go. A batch too large for one poll interval is spread at random over
-    the interval instead: the first poll never comes later than an interval after the start.
-    """
-
-    pace = 0.001
-
-    def __init__(self) -> None:
-        self._next: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
-
-    def delay(self, poll_interval: float, deadline: float) -> float:
-        """Seconds this trigger waits before its first poll (never past the deadline)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        slot = max(now, self._next.get(loop, now))
-        if slot - now <= poll_interval:
-            self._next[loop] = slot + self.pace
-            wait = slot - now
-        else:
-            wait = random.uniform(0, poll_interval)
-        return max(0.0, min(wait, deadline - time.time()))
-
-
 async def send(
     session: aiohttp.ClientSession, request: protocol.Request
 ) -> tuple[int, dict[str, str], bytes]:
@@ -424,4 +397,3 @@ def _transport_settings(config: protocol.GatewayConfig) -> tuple[ssl.SSLContext 
 
 shared_clients = SharedClients()
 shared_connections = SharedConnectionReads()
-first_poll_pacer = FirstPollPacer()

@@ -12,6 +12,7 @@ the metadata DB with the running version's own ``airflow db migrate``.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 from compat_helpers import collect_provider_warnings, load_example_dags
+
+from airflow_provider_tfy.testing import GatewaySimulator
 
 
 @pytest.fixture
@@ -55,3 +58,18 @@ def provider_warnings() -> Iterator[list[str]]:
     """Deprecation warnings our own code causes during the test (see ``collect_provider_warnings``)."""
     with collect_provider_warnings() as found:
         yield found
+
+
+@pytest.fixture
+def secret_key() -> str:
+    """An API key of this test's own, so finding it anywhere means this test leaked it."""
+    return f"tfy-compat-secret-{secrets.token_hex(16)}"
+
+
+@pytest.fixture
+def gateway_with_secret_key(secret_key: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewaySimulator]:
+    """A simulator with :func:`secret_key`, and ``truefoundry_default`` pointing at it."""
+    with GatewaySimulator(api_key=secret_key) as sim:
+        conn = {"conn_type": "truefoundry", "host": sim.url, "password": secret_key}
+        monkeypatch.setenv("AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT", json.dumps(conn))
+        yield sim

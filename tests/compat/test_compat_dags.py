@@ -1,5 +1,9 @@
 """``dag.test()`` of the example DAG in its three modes (poke, reschedule, deferrable).
 
+Each ``dag.test()`` costs seconds on every Airflow line, so one run checks all it can: the
+success run per mode also proves the key reaches no output, no deprecation warning is ours, and
+Airflow's nested-execute guard is passed.
+
 ``dag.test()`` runs the tasks in this process, the deferred wait included (the trigger runs
 inline), against the simulator; the DagRun and task-instance states are read back from the
 metadata DB, as the scheduler would leave them.
@@ -7,14 +11,23 @@ metadata DB, as the scheduler would leave them.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from compat_helpers import AIRFLOW_30, sensor_modes, task_states, xcom_return_value
+from compat_helpers import (
+    AIRFLOW_30,
+    AIRFLOW_30_RESCHEDULE_BUG,
+    airflow_30_dag_test_reschedule_bug,
+    assert_key_in_no_output,
+    task_states,
+    xcom_return_value,
+)
 
-from airflow_provider_tfy.testing import Fault
+from airflow_provider_tfy.testing import Fault, GatewaySimulator
 
 SENSOR = "wait_for_fine_tuning"
 NEXT = "register_model"
@@ -49,14 +62,38 @@ def test_example_dag_file_parses(example_dags: ModuleType) -> None:
     assert example_dags.reschedule_dag.get_task(SENSOR).mode == "reschedule"
 
 
-@pytest.mark.parametrize("mode", sensor_modes(*MODES))
-def test_job_that_succeeds(mode: str, example_dags: ModuleType, truefoundry_conn: Any) -> None:
-    sim = truefoundry_conn()
+@pytest.mark.parametrize("mode", list(MODES))
+def test_job_that_succeeds(
+    mode: str,
+    example_dags: ModuleType,
+    airflow_db: Path,
+    gateway_with_secret_key: GatewaySimulator,
+    secret_key: str,
+    provider_warnings: list[str],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The whole wait, in one run per mode: the run, its XCom, no key in any output, no
+    deprecation warning of ours, and Airflow's nested-execute guard (the sensor's execute hands
+    poke and reschedule to BaseSensorOperator.execute; Airflow 2.11's guard, unhelped, fails
+    that: apache/airflow#41470)."""
+    caplog.set_level(logging.DEBUG)
+    sim = gateway_with_secret_key
     job = sim.add_job(statuses=("queued", "running", "succeeded"))
+    dag = _dag(example_dags, mode)
+    dag.get_task(SENSOR).allow_nested_operators = False
 
-    run = _dag(example_dags, mode).test(run_conf={"job_id": job.id})
+    run = dag.test(run_conf={"job_id": job.id})
 
+    # The output first, so a leak is reported even when the run fails.
+    assert_key_in_no_output(secret_key, airflow_db, capfd, caplog)
+    assert provider_warnings == []
     states = task_states(run)
+    if AIRFLOW_30 and mode == "reschedule":
+        # Airflow 3.0.x's own dag.test() bug (compat_helpers.airflow_30_dag_test_reschedule_bug):
+        # the run fails at the sensor's second poke; the output was still checked above.
+        assert run.state == "failed", "Airflow 3.0.x's reschedule bug is gone: drop this branch"
+        pytest.xfail(AIRFLOW_30_RESCHEDULE_BUG)
     assert run.state == "success", states
     assert states[SENSOR] == ("success", 1)
     assert states[NEXT] == ("success", 1)
@@ -68,8 +105,15 @@ def test_job_that_succeeds(mode: str, example_dags: ModuleType, truefoundry_conn
     assert sim.request_count(job.id) >= 3
 
 
-@pytest.mark.parametrize("mode", sensor_modes(*MODES))
-@pytest.mark.parametrize("final", ["failed", "cancelled"])
+# Both final states, across the three modes (they share one outcome rule, protocol-side).
+@pytest.mark.parametrize(
+    ("mode", "final"),
+    [
+        pytest.param("poke", "cancelled"),
+        pytest.param("reschedule", "failed", marks=airflow_30_dag_test_reschedule_bug),
+        pytest.param("deferrable", "failed"),
+    ],
+)
 def test_job_that_fails(mode: str, final: str, example_dags: ModuleType, truefoundry_conn: Any) -> None:
     sim = truefoundry_conn()
     job = sim.add_job(statuses=("queued", "running", final))
@@ -98,37 +142,6 @@ def test_plain_api_error_does_use_task_retries(example_dags: ModuleType, truefou
     states = task_states(run)
     assert run.state == "failed", states
     assert states[SENSOR] == ("failed", 2)
-
-
-@pytest.mark.parametrize("mode", sensor_modes("poke", "reschedule"))
-def test_sensor_passes_airflows_nested_execute_guard(
-    mode: str, example_dags: ModuleType, truefoundry_conn: Any
-) -> None:
-    """The sensor's execute hands poke/reschedule to BaseSensorOperator.execute; with nested
-    operators forbidden, Airflow must still see that as the task's own call (Airflow 2.11's
-    guard, unhelped, fails it: apache/airflow#41470)."""
-    sim = truefoundry_conn()
-    job = sim.add_job(statuses=("queued", "running", "succeeded"))
-    dag = _dag(example_dags, mode)
-    dag.get_task(SENSOR).allow_nested_operators = False
-
-    run = dag.test(run_conf={"job_id": job.id})
-
-    assert run.state == "success", task_states(run)
-
-
-# The job ends at the second poke: Airflow 3.0.x's reschedule bug (sensor_modes) never strikes.
-@pytest.mark.parametrize("mode", list(MODES))
-def test_dag_run_causes_no_deprecation_warning_of_ours(
-    mode: str, example_dags: ModuleType, truefoundry_conn: Any, provider_warnings: list[str]
-) -> None:
-    sim = truefoundry_conn()
-    job = sim.add_job(statuses=("running", "succeeded"))
-
-    run = _dag(example_dags, mode).test(run_conf={"job_id": job.id})
-
-    assert run.state == "success", task_states(run)
-    assert provider_warnings == []
 
 
 @pytest.mark.skipif(not AIRFLOW_30, reason="the other lines run reschedule mode with our sensor above")

@@ -140,16 +140,20 @@ def _wait_until_ready(server: AirflowServer) -> None:
         time.sleep(0.25)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where screenshots and the server log go (``artifacts/`` is git-ignored)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def airflow_server(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iterator[AirflowServer]:
-    """A real ``airflow api-server`` on loopback, with this provider installed."""
+    """A real ``airflow api-server`` on loopback, with this provider installed.
+
+    One for the session: starting one costs half a minute, and each module keeps to
+    connection ids of its own.
+    """
     home = tmp_path_factory.mktemp("airflow_home")
     env = _airflow_env(home)
     airflow = Path(sys.executable).with_name("airflow")

@@ -1,0 +1,101 @@
+"""Pacing of the triggers' polls in one event loop, so a batch never lands in one loop iteration.
+
+Why: a triggerer starts many triggers together when it takes over a dead peer's or starts with a
+full table, and any pause of the loop (a full garbage collection of a triggerer's heap takes
+0.2-0.5 s) leaves every poll that fell due during it ready at the same moment. Unpaced, they
+would all build and send their requests in one loop iteration and block the loop, and every
+other trigger in it, for the whole batch (``benchmarks/density.py``, start burst). Two pieces:
+
+* :class:`FirstPollPacer` spreads the first polls of triggers that start together, so their
+  later polls (one interval after each answer) stay spread too;
+* :class:`PollGate` caps how many polls start per tick, whatever made them ready together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+
+
+class FirstPollPacer:
+    """Spaces the first polls of triggers that start together in one loop ``pace`` seconds apart.
+
+    A lone trigger polls at once; a batch of N spreads over N milliseconds. A batch too large
+    for one poll interval is spread at random over the interval instead: the first poll never
+    comes later than an interval after the start (the sensor already poked before deferring).
+    """
+
+    pace = 0.001
+
+    def __init__(self) -> None:
+        self._next: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
+
+    def delay(self, poll_interval: float, deadline: float) -> float:
+        """Seconds this trigger waits before its first poll (never past the deadline)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next.get(loop, now))
+        if slot - now <= poll_interval:
+            self._next[loop] = slot + self.pace
+            wait = slot - now
+        else:
+            wait = random.uniform(0, poll_interval)
+        return max(0.0, min(wait, deadline - time.time()))
+
+
+@dataclass
+class _Gate:
+    queue: deque[asyncio.Future[None]] = field(default_factory=deque)
+    started: int = 0  # polls started in the current tick
+    timer: asyncio.TimerHandle | None = None
+
+
+class PollGate:
+    """At most ``per_tick`` polls of one loop start per ``tick``; the rest go next, in order.
+
+    Timers that fell due together (after a pause of the loop, or paced first polls whose slots
+    passed during one) wake in the same iteration; each wakes cheaply, and only a few go on to
+    build and send a request there. A steady load never queues, and a queue drains at
+    ``per_tick`` per tick, far faster than any poll interval fills it.
+    """
+
+    tick = 0.001
+    per_tick = 16
+
+    def __init__(self) -> None:
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
+
+    async def turn(self) -> None:
+        """Wait until this poll may start."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = _Gate()
+        if gate.timer is None:  # the first poll after a quiet spell starts a tick
+            gate.started = 0
+            gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate)
+        if not gate.queue and gate.started < self.per_tick:
+            gate.started += 1
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        gate.queue.append(future)
+        # A cancelled waiter leaves its future cancelled in the queue: the tick skips it.
+        await future
+
+    def _on_tick(self, loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
+        gate.started = 0
+        while gate.queue and gate.started < self.per_tick:
+            future = gate.queue.popleft()
+            if not future.done():
+                future.set_result(None)
+                gate.started += 1
+        # Tick on while polls keep coming; a tick that saw none ends the run of ticks.
+        gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate) if gate.started else None
+
+
+first_poll_pacer = FirstPollPacer()
+poll_gate = PollGate()
