@@ -35,6 +35,7 @@ os.environ.update(
 SHARED_SETUP_SUITES = ("system", "ui")
 
 
+@pytest.hookimpl(optionalhook=True)  # the other Airflow lines' environments have no xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (``scripts/test.sh`` runs ``-n 2``), spread the tests one by one, except
     that each of :data:`SHARED_SETUP_SUITES` goes to one worker as a whole.
