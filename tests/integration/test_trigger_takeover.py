@@ -96,7 +96,8 @@ def test_a_lone_trigger_polls_at_once(connected_gateway: GatewaySimulator) -> No
     started = time.time()
     assert only_event(run_trigger(trigger(job.id)))["status"] == "succeeded"
     [record] = [r for r in connected_gateway.requests if r.job_id == job.id]
-    assert record.time - started < 1.0
+    # Not paced: well before its 5 s poll interval (room for a busy machine).
+    assert record.time - started < 2.5
 
 
 def test_a_read_after_the_last_one_finished_sees_an_edited_connection(

@@ -39,6 +39,9 @@ from ._support import CONN_ENV, CONN_ID, HOOK_PARAMS, connection_json, first_eve
 
 TIMEOUT = HOOK_PARAMS["timeout"]
 ATTEMPTS = HOOK_PARAMS["max_retries"] + 1
+# Seconds a bounded call may run past its bound on a busy machine: the suite shares 2 cores with a
+# real Airflow stack on the other pytest-xdist worker. A hung call would pass any such bound.
+SCHEDULING_SLACK = 3.0
 
 
 def _hook(**params: Any) -> TrueFoundryHook:
@@ -504,7 +507,7 @@ def test_a_gateway_that_never_answers_ends_the_hook_call_in_time(
         _hook().get_fine_tuning_job("ftjob-silent")
     elapsed = time.monotonic() - started
     # Every attempt waited for its read timeout; all of them together stay within the bound.
-    assert ATTEMPTS * TIMEOUT * 0.9 <= elapsed <= _call_bound() + 1.5, elapsed
+    assert ATTEMPTS * TIMEOUT * 0.9 <= elapsed <= _call_bound() + SCHEDULING_SLACK, elapsed
     assert silent.accepted == ATTEMPTS
 
 
@@ -516,7 +519,7 @@ def test_a_gateway_that_never_accepts_ends_the_hook_call_in_time(
     with pytest.raises(TrueFoundryConnectionError, match="did not answer in time"):
         _hook().get_fine_tuning_job("ftjob-backlogged")
     elapsed = time.monotonic() - started
-    assert ATTEMPTS * TIMEOUT * 0.9 <= elapsed <= _call_bound() + 1.5, elapsed
+    assert ATTEMPTS * TIMEOUT * 0.9 <= elapsed <= _call_bound() + SCHEDULING_SLACK, elapsed
 
 
 @pytest.mark.parametrize("server", ["silent", "backlogged"])
@@ -531,7 +534,7 @@ def test_a_gateway_that_never_answers_ends_the_trigger_at_its_deadline(
     elapsed = time.monotonic() - started
     assert event["status"] == "timeout"
     # It gives up at the deadline, at most one request's timeout late.
-    assert deadline_in - 0.1 <= elapsed <= deadline_in + TIMEOUT + 1.5, elapsed
+    assert deadline_in - 0.1 <= elapsed <= deadline_in + TIMEOUT + SCHEDULING_SLACK, elapsed
 
 
 def _error_within(seconds: float, call: Any) -> BaseException:
