@@ -33,7 +33,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryError
 from airflow_provider_tfy.models import JobOutcome, status_outcome
-from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate
+from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate, wakeups
 
 # on_kill must finish within the triggerer's on_kill_timeout (30 s by default).
 _CANCEL_RETRIES = 2
@@ -88,6 +88,13 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.last_status = last_status
         self.cancel_on_kill = bool(cancel_on_kill)
 
+    @property
+    def log(self) -> Any:
+        """The class's logger, shared by every wait: the same logger by name and routing (the
+        triggerer routes a trigger's lines by context variables), one object instead of one per
+        wait (Airflow 3 builds a logger per instance)."""
+        return type(self).logger()
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs; the deadline is absolute, so it survives a restart."""
         return (
@@ -113,31 +120,25 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         try:
             connection = await shared_connections.read(self.truefoundry_conn_id)
             # The sensor poked before deferring, so the first poll can wait its turn; see .pacing.
-            await asyncio.sleep(first_poll_pacer.delay(self.poll_interval, self.deadline))
-            config = self._config_from(connection)
-            policy = protocol.RetryPolicy.from_params(
-                max_retries=self.hook_params.get("max_retries"),
-                retry_delay=self.hook_params.get("retry_delay"),
-            )
-            overrides = protocol.header_options(
-                provider_name=self.provider_name,
-                provider_model=self.provider_model,
-                vertex_storage_bucket_name=self.vertex_storage_bucket_name,
-                file_purpose=self.file_purpose,
-                metadata=self.metadata,
-            )
-            request = protocol.job_request(config, self.job_id, overrides)
+            await wakeups.after(first_poll_pacer.delay(self.poll_interval, self.deadline))
+            config, policy, request = self._plan(connection)
+            del connection  # not kept through the wait
         except TrueFoundryError as err:
             yield TriggerEvent(events.error_event(self.job_id, err))
             return
 
+        # One flat coroutine per wait, no nested generators or context managers: a triggerer
+        # holding thousands of waits keeps fewer objects per wait for the collector to traverse.
         try:
-            async with shared_clients.client(config) as session:
-                async for event in self._poll(session, config, request, policy):
-                    yield event
-                    return
+            session = await shared_clients.acquire(config)
         except TrueFoundryError as err:  # the pool itself could not open (a bad CA bundle)
             yield TriggerEvent(events.error_event(self.job_id, err))
+            return
+        try:
+            event = await self._poll(session, config, request, policy)
+        finally:
+            await shared_clients.release(config)
+        yield event
 
     async def _poll(
         self,
@@ -145,7 +146,8 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         config: protocol.GatewayConfig,
         request: protocol.Request,
         policy: protocol.RetryPolicy,
-    ) -> AsyncIterator[TriggerEvent]:
+    ) -> TriggerEvent:
+        """Poll until the job ends, an unrecoverable error or the deadline; return the one event."""
         failures = 0
         while True:
             await poll_gate.turn()  # a few polls per tick, however many fell due together
@@ -154,8 +156,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                 job = protocol.read_job_response(config, request, *answer, job_id=self.job_id)
             except TrueFoundryError as err:
                 if not err.retryable:
-                    yield TriggerEvent(events.error_event(self.job_id, err))
-                    return
+                    return TriggerEvent(events.error_event(self.job_id, err))
                 failures += 1
                 wait = policy.wait_after_failure(failures, err, self.poll_interval)
                 self.log.warning("Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait)
@@ -165,21 +166,20 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                     self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
                     self.last_status = job.status
                 if job.outcome is not JobOutcome.IN_PROGRESS:
-                    yield TriggerEvent(events.job_event(job))
-                    return
+                    return TriggerEvent(events.job_event(job))
                 wait = self.poll_interval
+                del answer, job  # not kept through the sleep: the fewer objects per wait, the better
             remaining = self.deadline - time.time()
             if remaining <= 0:
-                yield TriggerEvent(
+                return TriggerEvent(
                     events.timeout_event(
                         self.job_id,
                         f"Fine-tuning job {self.job_id!r} did not finish before the sensor's timeout "
                         f"(last status: {self.last_status or 'unknown'}).",
                     )
                 )
-                return
             # Never sleep past the deadline: the last poll happens at it, not after it.
-            await asyncio.sleep(min(wait, remaining))
+            await wakeups.after(min(wait, remaining))
 
     async def on_kill(self) -> None:
         """Cancel the job when a user kills the deferred task, if ``cancel_on_kill`` (Airflow 3.3+).
@@ -222,6 +222,16 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.log.info(
             "The task was killed: cancelled fine-tuning job %s; its status is now %s.", job.id, job.status
         )
+
+    def _plan(
+        self, connection: ConnectionFields
+    ) -> tuple[protocol.GatewayConfig, protocol.RetryPolicy, protocol.Request]:
+        config = self._config_from(connection)
+        policy = protocol.RetryPolicy.from_params(
+            max_retries=self.hook_params.get("max_retries"),
+            retry_delay=self.hook_params.get("retry_delay"),
+        )
+        return config, policy, protocol.job_request(config, self.job_id, self._header_overrides())
 
     def _header_overrides(self) -> protocol.HeaderOptions:
         return protocol.header_options(
@@ -340,24 +350,41 @@ class SharedClients:
             weakref.WeakKeyDictionary()
         )
 
-    @contextlib.asynccontextmanager
-    async def client(self, config: protocol.GatewayConfig) -> AsyncIterator[aiohttp.ClientSession]:
-        """Borrow the loop's session for ``config``'s gateway for the duration of a wait."""
-        loop = asyncio.get_running_loop()
-        pools = self._pools.setdefault(loop, {})
+    async def acquire(self, config: protocol.GatewayConfig) -> aiohttp.ClientSession:
+        """Borrow the loop's session for ``config``'s gateway; :meth:`release` it when done."""
+        pools = self._pools.setdefault(asyncio.get_running_loop(), {})
         key = (config.origin, repr(config.verify))
         pool = pools.get(key)
         if pool is None:
             pool = pools[key] = _Pool(asyncio.ensure_future(self._open(config)))
         pool.users += 1
         try:
-            yield await asyncio.shield(pool.session)
+            return await asyncio.shield(pool.session)
+        except BaseException:
+            await self.release(config)
+            raise
+
+    async def release(self, config: protocol.GatewayConfig) -> None:
+        """Give back a session from :meth:`acquire`; the last user closes the pool."""
+        pools = self._pools.get(asyncio.get_running_loop(), {})
+        key = (config.origin, repr(config.verify))
+        pool = pools.get(key)
+        if pool is None:
+            return
+        pool.users -= 1
+        if pool.users == 0:
+            del pools[key]
+            if pool.session.done() and not pool.session.cancelled() and not pool.session.exception():
+                await pool.session.result().close()
+
+    @contextlib.asynccontextmanager
+    async def client(self, config: protocol.GatewayConfig) -> AsyncIterator[aiohttp.ClientSession]:
+        """:meth:`acquire` and :meth:`release` as a context manager (for one-off calls)."""
+        session = await self.acquire(config)
+        try:
+            yield session
         finally:
-            pool.users -= 1
-            if pool.users == 0 and pools.get(key) is pool:
-                del pools[key]
-                if pool.session.done() and not pool.session.cancelled() and not pool.session.exception():
-                    await pool.session.result().close()
+            await self.release(config)
 
     async def _open(self, config: protocol.GatewayConfig) -> aiohttp.ClientSession:
         # Building a TLS context reads CA files from disk, and so may the proxy lookup: both run

@@ -9,11 +9,17 @@ other trigger in it, for the whole batch (``benchmarks/density.py``, start burst
 * :class:`FirstPollPacer` spreads the first polls of triggers that start together, so their
   later polls (one interval after each answer) stay spread too;
 * :class:`PollGate` caps how many polls start per tick, whatever made them ready together.
+
+And :class:`Wakeups`, the waits' sleeps between polls on one timer per loop, so that a sleeping
+wait keeps as few objects as possible: a triggerer's full garbage collection traverses every
+object of every wait it holds, and comes more often the more objects the waits keep.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
 import time
 import weakref
@@ -97,5 +103,65 @@ class PollGate:
         gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate) if gate.started else None
 
 
+class _Timer:
+    __slots__ = ("due", "handle", "heap", "order")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self.order = itertools.count()  # ties wake in the order they slept
+        self.handle: asyncio.TimerHandle | None = None
+        self.due = 0.0
+
+
+class Wakeups:
+    """``await wakeups.after(seconds)``: ``asyncio.sleep`` for thousands of waits on one timer.
+
+    ``asyncio.sleep`` keeps a coroutine, a loop timer and a copy of the context per sleeper; here
+    a sleeper keeps its future and one heap entry, and the loop holds a single timer for the
+    earliest. A cancelled sleeper's entry is dropped when it falls due.
+    """
+
+    def __init__(self) -> None:
+        self._timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timer] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def after(self, seconds: float) -> asyncio.Future[None]:
+        """A future that completes ``seconds`` from now (at once if ``seconds <= 0``)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if seconds <= 0:
+            future.set_result(None)
+            return future
+        timer = self._timers.get(loop)
+        if timer is None:
+            timer = self._timers[loop] = _Timer()
+        due = loop.time() + seconds
+        heapq.heappush(timer.heap, (due, next(timer.order), future))
+        if timer.handle is None or due < timer.due:
+            self._arm(loop, timer, due)
+        return future
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, timer: _Timer, due: float) -> None:
+        if timer.handle is not None:
+            timer.handle.cancel()
+        timer.due = due
+        timer.handle = loop.call_at(due, self._fire, loop, timer)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop, timer: _Timer) -> None:
+        timer.handle = None
+        # The loop may run a timer a hair before its time (its clock resolution): what this timer
+        # was armed for is due, as with asyncio.sleep.
+        now = max(loop.time(), timer.due)
+        heap = timer.heap
+        while heap and heap[0][0] <= now:
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_result(None)
+        if heap:
+            self._arm(loop, timer, heap[0][0])
+
+
 first_poll_pacer = FirstPollPacer()
 poll_gate = PollGate()
+wakeups = Wakeups()
