@@ -297,13 +297,16 @@ def test_serialize_round_trips(connected_gateway):
 
 def test_a_trigger_recreated_mid_wait_keeps_the_absolute_deadline(connected_gateway):
     scripted = connected_gateway.add_job(statuses=("queued", "running"))
-    original = make_trigger(scripted.id, seconds=1.5, poll_interval=0.1)
+    # Room for a slow start (a connection read and a pool opened in a fresh loop on a loaded CI
+    # machine): the deadline must not pass before the test cancels the first trigger mid-wait.
+    original = make_trigger(scripted.id, seconds=4, poll_interval=0.1)
 
     async def first_triggerer() -> dict[str, Any]:
         task = asyncio.ensure_future(collect_events(original))
         while connected_gateway.request_count(scripted.id) < 2:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.02)  # between polls
+        assert not task.done(), "the wait ended before the test could cancel it"
         task.cancel()  # the triggerer goes away mid-wait
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -322,7 +325,7 @@ def test_a_trigger_recreated_mid_wait_keeps_the_absolute_deadline(connected_gate
     assert payload["status"] == "timeout"
     assert "last status: running" in payload["message"]
     assert connected_gateway.request_count(scripted.id) > polls_before  # the second one polled
-    assert original.deadline <= ended < original.deadline + 0.5  # not 1.5 s after the handover
+    assert original.deadline <= ended < original.deadline + 0.5  # not 4 s after the handover
 
 
 # ------------------------------------------------------------------------------------------
