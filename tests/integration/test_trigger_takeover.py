@@ -84,9 +84,11 @@ def test_triggers_starting_together_read_the_connection_once_and_never_poll_in_a
     assert sum(sends_per_iteration.values()) == n
     # Most were due together after the pause: still never more than a tick's share in one iteration.
     assert max(sends_per_iteration.values()) <= PollGate.per_tick, sends_per_iteration
-    # Paced about 1 ms apart: the batch spreads over ~n ms, never over a poll interval (5 s).
+    # Paced about 1 ms apart: the batch spreads over ~n ms (the gate alone would give n / 16 ms),
+    # never over a poll interval (5 s). The bound leaves room for a loaded machine delaying the
+    # first sends more than the last (it measured 180 ms of 200 under CI load).
     firsts = sorted(r.time for r in connected_gateway.requests)
-    assert firsts[-1] - firsts[0] >= n * FirstPollPacer.pace * 0.9, firsts[-1] - firsts[0]
+    assert firsts[-1] - firsts[0] >= n * FirstPollPacer.pace * 0.6, firsts[-1] - firsts[0]
     assert firsts[-1] - started < 5.0
 
 
