@@ -118,7 +118,8 @@ class Wakeups:
 
     ``asyncio.sleep`` keeps a coroutine, a loop timer and a copy of the context per sleeper; here
     a sleeper keeps its future and one heap entry, and the loop holds a single timer for the
-    earliest. A cancelled sleeper's entry is dropped when it falls due.
+    earliest. A cancelled sleeper's entry is dropped when it falls due. Like the gate's, this
+    state lives as long as its loop (a triggerer runs one for its whole life).
     """
 
     def __init__(self) -> None:

@@ -139,7 +139,7 @@ def test_a_waiting_trigger_keeps_few_objects_and_shares_its_logger(
     # comes sooner the more objects the waits keep (benchmarks/density.py, start burst): a wait
     # between polls keeps its trigger, its generator, one future and the request it repeats.
     monkeypatch.setattr(fine_tuning.SharedClients, "max_connections", 4)  # the pool's share is fixed
-    n = 400
+    n = 150
     job = connected_gateway.add_job(statuses=("succeeded",))
     run_trigger(trigger(job.id))  # warm: imports, the first connection read, the logger
     jobs = [connected_gateway.add_job(statuses=("running",)) for _ in range(n)]
@@ -165,9 +165,10 @@ def test_a_waiting_trigger_keeps_few_objects_and_shares_its_logger(
         return per_wait, loggers
 
     per_wait, loggers = asyncio.run(asyncio.wait_for(scenario(), 60))
-    # Measured 22 here, 8 of them this test's (its task, coroutines and list, the simulator's
-    # record); 40 before the waits lost their nested generators and context manager, their
-    # per-wait loggers and asyncio.sleep's timer, coroutine and context copy.
-    assert per_wait <= 27, per_wait
+    # Measured 24 here, 8 of them this test's (its task, coroutines and list, the simulator's
+    # record); 42 before the waits lost their nested generators and context manager, their
+    # per-wait loggers and asyncio.sleep's timer, coroutine and context copy. (Few waits, so
+    # that this test does not load the machine the timing tests share.)
+    assert per_wait <= 30, per_wait
     # One logger for the class, the one Airflow's LoggingMixin names after it, not one per wait.
     assert loggers == {id(TrueFoundryFineTuningJobTrigger.logger())}
