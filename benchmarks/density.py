@@ -57,7 +57,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -407,8 +407,10 @@ def run_burst(
             outcomes[trigger.job_id] = event.payload["status"]
             return
 
-    def make(job_id: str) -> Any:
-        return fine_tuning.TrueFoundryFineTuningJobTrigger(**{**template_kwargs, "job_id": job_id})
+    def start_one(job_id: str) -> Coroutine[Any, Any, None]:
+        """The trigger made (as the triggerer makes it, before its task) and its run."""
+        made = fine_tuning.TrueFoundryFineTuningJobTrigger(**{**template_kwargs, "job_id": job_id})
+        return run_trigger(made)
 
     if trigger == "core":
         from datetime import UTC, datetime, timedelta
@@ -430,11 +432,7 @@ def run_burst(
                 outcomes[job_id] = "succeeded"
                 return
 
-        def run_trigger(job_id: Any) -> Any:  # type: ignore[no-redef]
-            return run_core(job_id)
-
-        def make(job_id: str) -> Any:  # type: ignore[no-redef]
-            return job_id
+        start_one = run_core
 
     timing: dict[str, float] = {}
 
@@ -446,12 +444,12 @@ def run_burst(
         timing["queued0"] = runqueue_wait_seconds() or 0.0
         tasks = []
         if start == "one_iteration":
-            tasks = [asyncio.create_task(run_trigger(make(job_id))) for job_id in job_ids]
+            tasks = [asyncio.create_task(start_one(job_id)) for job_id in job_ids]
         else:
             for job_id in job_ids:  # TriggerRunner.create_triggers, on every Airflow line we support
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)  # after loading the trigger class
-                tasks.append(asyncio.create_task(run_trigger(make(job_id))))
+                tasks.append(asyncio.create_task(start_one(job_id)))
         if os.environ.get("TFY_BENCH_DEBUG"):  # debugging aid: perturbs the stall numbers
             await asyncio.sleep(interval * 1.5)
             objects = gc.get_objects()
@@ -671,6 +669,19 @@ def _run_burst_side(
     return result
 
 
+def _stall_row(name: str, target_ms: float | None, stall: float | None, note: str) -> Metric:
+    """A loop-stall row, judged against ``target_ms`` unless it is ``None``."""
+    return Metric(
+        SCENARIO,
+        name,
+        stall,
+        target="" if target_ms is None else f"<= {target_ms:.0f} ms",
+        met=None if target_ms is None else (stall is not None and stall <= target_ms),
+        unit="ms",
+        note=note,
+    )
+
+
 def _burst_metrics(bursts: list[dict[str, Any]], params: dict[str, Any]) -> list[Metric]:
     stall_target_ms = float(params.get("stall_target_ms", 100.0))
     p99_target_ms = float(params.get("p99_lag_target_ms", 1000.0))
@@ -708,27 +719,19 @@ def _burst_metrics(bursts: list[dict[str, Any]], params: dict[str, Any]) -> list
             continue
         # Judged: the triggerer's own way of starting them, with full collections taken out.
         judged = n in judged_sizes and start == "triggerer"
-        stall = burst["max_stall_without_gc_ms"]
+
         metrics += [
-            Metric(
-                SCENARIO,
+            _stall_row(
                 f"N={n:,} max loop stall at start, full GCs taken out ({label})",
-                stall,
-                target=f"<= {stall_target_ms:.0f} ms" if judged else "",
-                met=(stall is not None and stall <= stall_target_ms) if judged else None,
-                unit="ms",
-                note="the stall of the triggers' own work: each beat less the full-GC pauses inside it",
+                stall_target_ms if judged else None,
+                burst["max_stall_without_gc_ms"],
+                "the stall of the triggers' own work: each beat less the full-GC pauses inside it",
             ),
-            Metric(
-                SCENARIO,
+            _stall_row(
                 f"N={n:,} max loop stall at start, as the watchdog saw it ({label})",
+                stall_target_ms if judged else None,
                 burst["max_stall_ms"],
-                target=f"<= {stall_target_ms:.0f} ms" if judged else "",
-                met=(burst["max_stall_ms"] is not None and burst["max_stall_ms"] <= stall_target_ms)
-                if judged
-                else None,
-                unit="ms",
-                note="full garbage collections included"
+                "full garbage collections included"
                 + (f"; Airflow's DateTimeTrigger, same N: {floors[n]:.0f} ms" if n in floors else ""),
             ),
             Metric(

@@ -195,10 +195,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
             return  # the job has ended: nothing to cancel
         try:
             config = await self._config()
-            policy = protocol.RetryPolicy.from_params(
-                max_retries=self.hook_params.get("max_retries"),
-                retry_delay=self.hook_params.get("retry_delay"),
-            )
+            policy = self._policy()
             request = protocol.cancel_request(config, self.job_id, self._header_overrides())
             async with shared_clients.client(config) as session:
                 for attempt in itertools.count(1):
@@ -227,11 +224,13 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self, connection: ConnectionFields
     ) -> tuple[protocol.GatewayConfig, protocol.RetryPolicy, protocol.Request]:
         config = self._config_from(connection)
-        policy = protocol.RetryPolicy.from_params(
+        return config, self._policy(), protocol.job_request(config, self.job_id, self._header_overrides())
+
+    def _policy(self) -> protocol.RetryPolicy:
+        return protocol.RetryPolicy.from_params(
             max_retries=self.hook_params.get("max_retries"),
             retry_delay=self.hook_params.get("retry_delay"),
         )
-        return config, policy, protocol.job_request(config, self.job_id, self._header_overrides())
 
     def _header_overrides(self) -> protocol.HeaderOptions:
         return protocol.header_options(
