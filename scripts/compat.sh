@@ -60,11 +60,13 @@ TEST_REQUIREMENTS=("pytest>=8" "pytest-timeout>=2.3")
 
 COMPAT_DIR="${TFY_COMPAT_DIR:-$HOME/.cache/tfy-compat}"
 
-if ! command -v uv >/dev/null 2>&1; then
-  echo "uv not found: installing it from PyPI with pip" >&2
-  python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
-  export PATH="$HOME/.local/bin:$PATH"
-fi
+ensure_uv() {
+  if ! command -v uv >/dev/null 2>&1; then
+    echo "uv not found: installing it from PyPI with pip" >&2
+    python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+}
 PYTHON="$(command -v "python$DEFAULT_PYTHON" || command -v python3)"
 
 AIRFLOW_PIN[$LOCKED_LINE]="$("$PYTHON" -c '
@@ -267,6 +269,7 @@ main() {
     { echo "$DEFAULT_PYTHON"; for ver in "${LINES[@]}"; do python_version "$ver"; done; } | sort -uV
     return
   fi
+  ensure_uv
   if [ "$target" = prepare ]; then
     # Network-bound: scripts/test.sh runs this in the background while the main suite runs.
     local which="${2:-all}" ver
