@@ -41,7 +41,8 @@ export UV_PYTHON_DOWNLOADS=never
 declare -A AIRFLOW_PIN=([2.11]=2.11.2 [3.0]=3.0.6 [3.1]=3.1.8 [3.2]=3.2.2)
 # The line uv.lock pins, which the main suite runs: its release is read from uv.lock, and its lines
 # here are resolved within uv.lock's versions (`uv export` as constraints), so they differ from the
-# main suite's environment only in the Python and what that Python needs of its own.
+# main suite's environment only in the Python and what that Python needs of its own. uv.lock is
+# one of their inputs: after changing it, re-lock them (`scripts/compat.sh lock <line>`) and commit.
 LOCKED_LINE=3.3
 # The Python the main suite (.venv) and every line without a -pyX.Y suffix run on.
 DEFAULT_PYTHON=3.11
