@@ -5,14 +5,16 @@
 Run by ``scripts/release_check.sh`` after ``twine check --strict``. One version everywhere
 (pyproject, ``__version__``, the changelog's newest entry, both artifacts' metadata; the installed
 package's provider info is checked by release_check.sh); ``py.typed``, the license and the entry
-points in the wheel, and nothing but the package; Python classifiers naming only the Python CI
-runs on. Reads the source tree and the archives, imports nothing of the provider's.
+points in the wheel, and nothing but the package; Python classifiers naming exactly the Pythons CI
+runs on (``scripts/compat.sh pythons``). Reads the source tree and the archives, imports nothing
+of the provider's.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tarfile
 import tomllib
@@ -88,11 +90,24 @@ def check_wheel(path: Path, version: str) -> None:
     check_classifiers(meta.get("Classifier", []))
 
 
+def ci_pythons() -> set[str]:
+    """The Pythons CI runs on: the main suite's and each smoke-suite line's, as compat.sh declares them."""
+    listing = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "compat.sh"), "pythons"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return set(listing.stdout.split())
+
+
 def check_classifiers(classifiers: list[str]) -> None:
-    ci_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ci = ci_pythons()
+    this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    check(this_python in ci, f"the release check runs on Python {this_python}, which compat.sh does not list")
     python_minor = re.compile(r"Programming Language :: Python :: (3\.\d+)")
     pythons = {m.group(1) for c in classifiers if (m := python_minor.fullmatch(c))}
-    check(pythons == {ci_python}, f"classifiers name Python {sorted(pythons)}; CI runs {ci_python} only")
+    check(pythons == ci, f"classifiers name Python {sorted(pythons)}; CI runs {sorted(ci)}")
     for needed in REQUIRED_CLASSIFIERS:
         check(needed in classifiers, f"classifier {needed!r} missing")
     check(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run every check: ruff (lint + format), mypy on the package, the whole test suite on
 # the locked Airflow 3.3, the release artifacts, then the smoke suite on Airflow 2.11, 3.0, 3.1
-# and 3.2 (each in its own uv env, with the wheel the release check built).
+# and 3.2, and on Airflow 3.3 under Python 3.12 and 3.13 (scripts/compat.sh's lines, each in its
+# own uv env, with the wheel the release check built).
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 # The browser test drives Debian's Chromium; it is never downloaded by Playwright.
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,8 +1,9 @@
 """Fixtures of the cross-version smoke suite (``tests/compat``).
 
 The suite runs unchanged on every Airflow version the provider declares: on the locked 3.3.x as
-part of the normal test run, and on the newest 2.11.x, 3.0.x, 3.1.x and 3.2.x through
-``scripts/compat.sh``, each in its own environment with the provider installed from a built wheel.
+part of the normal test run, and through ``scripts/compat.sh`` on the newest 2.11.x, 3.0.x, 3.1.x
+and 3.2.x (Python 3.11) and on the locked 3.3.x under Python 3.12 and 3.13, each in its own
+environment with the provider installed from a built wheel.
 
 ``tests/conftest.py`` has already pointed ``AIRFLOW_HOME`` at a throwaway directory and the DAGs
 folder at ``example_dags/`` before anything imports Airflow; its ``airflow_db`` fixture migrates
