@@ -27,10 +27,11 @@ def test_a_try_still_running_on_the_server_is_a_shutdown_or_lost_heartbeats(same
     assert verdict.reason.endswith("the next try reattaches to it")
 
 
-@pytest.mark.parametrize(
-    "state",
-    [None, "up_for_retry", "scheduled", "queued", "deferred", "up_for_reschedule", "removed", "upstream_failed"],
-)
+# None: reset by the scheduler (an orphaned try); the rest: the new try's way to run, or no run.
+MOVED_ON = [None, "up_for_retry", "scheduled", "queued", "deferred", "up_for_reschedule", "removed"]
+
+
+@pytest.mark.parametrize("state", MOVED_ON)
 def test_a_try_airflow_has_moved_on_from_is_left_running(state):
     verdict = kill_verdict(Answer(state=state), timed_out=False)
 
@@ -58,7 +59,7 @@ def test_no_answer_from_airflow_never_cancels():
     verdict = kill_verdict(Answer(state="failed", error="no answer within 2 s"), timed_out=False)
 
     assert not verdict.cancel
-    assert verdict.reason == "Airflow cannot say how this try ended (no answer within 2 s); the next try reattaches to it"
+    assert verdict.reason.startswith("Airflow cannot say how this try ended (no answer within 2 s)")
 
 
 def test_the_states_that_cancel_are_exactly_a_persons_decisions():
