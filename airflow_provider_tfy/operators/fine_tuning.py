@@ -91,8 +91,10 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         ``[operators] default_deferrable``.
     :param reuse_existing_job: reattach on retries and clears (the default). ``False`` creates a
         new job on every try; a lost answer within a try still never becomes a second job.
-    :param cancel_on_kill: cancel the job when a user kills the task while it waits (marks it
-        failed or success, clears it). Deferred waits can be cancelled only on Airflow 3.3+.
+    :param cancel_on_kill: cancel the job when a person ends the try while it waits: Airflow
+        then holds the task instance as failed, success or skipped (marked), or restarting
+        (cleared). Any other SIGTERM (worker or pod shutdown, lost heartbeats, a replaced try) and
+        timeouts leave the job running. Deferred waits can be cancelled only on Airflow 3.3+.
     """
 
     template_fields: Sequence[str] = (*CREATE_FIELDS, *HEADER_FIELDS)
