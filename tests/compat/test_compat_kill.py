@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from compat_helpers import EXAMPLE_DAG_FILE
+from compat_helpers import AIRFLOW_3, EXAMPLE_DAG_FILE
 
 CREATE = "fine_tune"
 
@@ -67,6 +67,9 @@ def _run_and_kill(sim: Any, dag: Any, mark_failed: bool) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Airflow 2.11's dag.test() runs the task inside one uncommitted DB session, so the DB never holds
+# the try as running (other sessions read "scheduled"); its LocalTaskJob commits it.
+@pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 2.11's dag.test() never commits the running try")
 @pytest.mark.parametrize(("mark_failed", "cancels"), [(False, 0), (True, 1)])
 def test_on_kill_cancels_only_after_a_persons_mark(
     mark_failed: bool, cancels: int, airflow_db: Any, truefoundry_conn: Any, monkeypatch: pytest.MonkeyPatch
