@@ -35,6 +35,7 @@ def _pipeline_dag(monkeypatch: pytest.MonkeyPatch) -> Any:
     dag = module.pipeline_dag
     task = dag.get_task(CREATE)
     task.deferrable, task.retries, task.retry_delay = False, 0, timedelta(0)
+    task.outlets = []  # 3.0's dag.test() leaves the asset inactive, failing the task before it starts
     return dag
 
 
