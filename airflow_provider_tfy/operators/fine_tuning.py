@@ -16,6 +16,13 @@ from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout
 from airflow_provider_tfy.lineage import record_job, task_lineage
 from airflow_provider_tfy.models import JobOutcome, status_outcome
 from airflow_provider_tfy.operators._base import HEADER_FIELDS, TrueFoundryBaseOperator, finish, seconds
+from airflow_provider_tfy.operators._interruption import (
+    Answer,
+    TryIdentity,
+    ask_airflow,
+    kill_verdict,
+    try_identity,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -84,8 +91,10 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         ``[operators] default_deferrable``.
     :param reuse_existing_job: reattach on retries and clears (the default). ``False`` creates a
         new job on every try; a lost answer within a try still never becomes a second job.
-    :param cancel_on_kill: cancel the job when a user kills the task while it waits (marks it
-        failed or success, clears it). Deferred waits can be cancelled only on Airflow 3.3+.
+    :param cancel_on_kill: cancel the job when a person ends the try while it waits: Airflow
+        then holds the task instance as failed, success or skipped (marked), or restarting
+        (cleared). Any other SIGTERM (worker or pod shutdown, lost heartbeats, a replaced try) and
+        timeouts leave the job running. Deferred waits can be cancelled only on Airflow 3.3+.
     """
 
     template_fields: Sequence[str] = (*CREATE_FIELDS, *HEADER_FIELDS)
@@ -135,6 +144,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         self.reuse_existing_job = reuse_existing_job
         self.cancel_on_kill = cancel_on_kill
         self._job_id: str | None = None  # the job this try started or reattached to, for on_kill
+        self._try: TryIdentity | None = None  # the try on_kill asks Airflow about
 
     # ---------------------------------------------------------------------------------------
     # Create
@@ -151,6 +161,8 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         self._job_id = job.id
         context["ti"].xcom_push(key="job_id", value=job.id)
         self._remember_job(context, job.id)
+        # Set after the last request to the supervisor, so that on_kill never asks mid-request.
+        self._try = try_identity(context)
         self.log_progress(job)
         if not self.wait_for_completion:
             return self._finished(context, job.to_xcom())
@@ -265,22 +277,36 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
     # ---------------------------------------------------------------------------------------
 
     def on_kill(self) -> None:
-        """Cancel the job when the task is killed while it waits in the worker (``cancel_on_kill``).
+        """Cancel the job only when Airflow confirms a person ended this try (``cancel_on_kill``).
 
-        Airflow also calls this when ``execution_timeout`` passes; that is a timeout, not a user's
-        decision, so the job is left running for a retry to reattach to, as for ``wait_timeout``.
-        A cancel that fails is logged and never hides why the task ended.
+        Airflow calls this on every SIGTERM to the task. The job is cancelled only when the
+        server holds this task instance as failed, success or skipped (marked by a person, or its
+        DAG run's end) or restarting (cleared while running). A graceful worker or pod shutdown,
+        lost heartbeats, a try Airflow replaced by another, ``execution_timeout``, or a server that
+        cannot be asked leave the job running for the next try, with one log line saying why.
+
+        Limits: Airflow 3 answers with the state alone, so the scheduler failing the *last* try
+        for lost heartbeats, or a replaced try whose retry has already failed, looks like a
+        person's mark. Airflow 2 compares the try number too. A cancel that fails is logged and
+        never hides why the task ended.
         """
         job_id = self._job_id
-        if not self.cancel_on_kill or job_id is None:
+        if not self.cancel_on_kill or job_id is None or self._job_ended():
             return
-        if self._last_status is not None and status_outcome(self._last_status) is not JobOutcome.IN_PROGRESS:
+        timed_out = isinstance(sys.exc_info()[1], AirflowTaskTimeout)
+        if timed_out or self._try is None:
+            answer = Answer(error="this try has not been identified yet")
+        else:
+            answer = ask_airflow(self._try)
+        verdict = kill_verdict(answer, timed_out=timed_out)
+        if not verdict.cancel:
+            self.log.info("Fine-tuning job %s is left running: %s.", job_id, verdict.reason)
             return
-        if isinstance(sys.exc_info()[1], AirflowTaskTimeout):
-            self.log.info("execution_timeout passed: fine-tuning job %s is left running for a retry.", job_id)
-            return
-        self.log.info("The task was killed: cancelling fine-tuning job %s.", job_id)
+        self.log.info("Cancelling fine-tuning job %s: %s.", job_id, verdict.reason)
         try:
+            self.poll_job(job_id)  # never cancel a job that has ended meanwhile
+            if self._job_ended():
+                return
             self.hook.cancel_fine_tuning_job(job_id, **self.header_overrides)
         except Exception as err:  # on_kill must not raise: the kill's own reason is what counts
             self.log.warning(
@@ -289,3 +315,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
                 job_id,
                 err,
             )
+
+    def _job_ended(self) -> bool:
+        status = self._last_status
+        return status is not None and status_outcome(status) is not JobOutcome.IN_PROGRESS

@@ -20,6 +20,10 @@ DIRECT_IMPORTS_ALLOWED = {
     # The optional OpenLineage provider's own class, imported only when that provider is installed
     # and asks the task for its lineage (it has no compat-layer alias).
     "airflow.providers.openlineage.extractors": "airflow_provider_tfy/lineage.py",
+    # How on_kill asks Airflow how this try ended: each imported only on its own line (3.0+: the
+    # task SDK; 2.x: the metadata DB), inside the function, when a kill happens.
+    "airflow.sdk.execution_time.task_runner": "airflow_provider_tfy/operators/_interruption.py",
+    "airflow.models.taskinstance": "airflow_provider_tfy/operators/_interruption.py",
 }
 
 

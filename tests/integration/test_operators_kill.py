@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +32,12 @@ from .test_operators import CREATE, MODEL, PROVIDER, build_pipeline
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "example_env")
 
-KILLED_LINE = "The task was killed: cancelling fine-tuning job"
+LEFT_LINE = "Fine-tuning job {} is left running: "
+STILL_RUNNING = (
+    "the task instance is still running on the server, so this is a worker shutdown or lost heartbeats, "
+    "not a user's kill; the next try reattaches to it."
+)
+CANCEL_LINE = "Cancelling fine-tuning job {}: a user ended this try (the task instance is now {})."
 
 
 # ------------------------------------------------------------------------------------------
@@ -39,12 +45,32 @@ KILLED_LINE = "The task was killed: cancelling fine-tuning job"
 # ------------------------------------------------------------------------------------------
 
 
-def _sigterm_when_waiting(sim: GatewaySimulator, errors: list[str]) -> None:
-    """Send SIGTERM to this process once the operator polls its job, as a killed task gets."""
+def _end_the_try(dag_id: str, how: str) -> None:
+    """What a person does over the REST API or the UI: mark the running try, or clear it."""
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (ti,) = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=CREATE).all()
+        assert ti.state == "running", ti.state
+        if how == "clear":
+            clear_task_instances([ti], session)  # a running try becomes "restarting"
+        else:
+            ti.set_state(how, session=session)  # what PATCH .../taskInstances/{task_id} does
+
+
+def _kill_when_waiting(
+    sim: GatewaySimulator, errors: list[str], dag_id: str, end_the_try: str | None, signal_it: bool = True
+) -> None:
+    """Once the operator polls its job: maybe end the try as a person would, then send SIGTERM."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         jobs = sim.created_jobs
         if jobs and sim.request_count(jobs[0].id) >= 1:
+            if end_the_try is not None:
+                _end_the_try(dag_id, end_the_try)
+            if not signal_it:
+                return
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                 errors.append("no SIGTERM handler is installed: the signal would end pytest")
                 return
@@ -54,88 +80,109 @@ def _sigterm_when_waiting(sim: GatewaySimulator, errors: list[str]) -> None:
     errors.append("the operator never polled its job")
 
 
-@pytest.mark.parametrize("cancel_on_kill", [True, False])
-def test_killing_the_task_while_it_waits_in_the_worker_cancels_the_job_once(
-    connected_gateway, api_key, capfd, cancel_on_kill
-):
-    sim = connected_gateway
-    # Runs until cancelled; without a cancel the wait times out after a few polls.
+def _run_and_kill(
+    sim: GatewaySimulator,
+    capfd: Any,
+    end_the_try: str | None,
+    *,
+    signal_it: bool = True,
+    **create_kwargs: Any,
+) -> tuple[Any, str]:
+    """``dag.test()`` of a job that runs until cancelled, killed while the operator waits on it."""
     sim.set_create_script(statuses=("running",))
-    dag = build_pipeline(
-        "tfy_ops_kill", deferrable=False, upload=False, cancel_on_kill=cancel_on_kill, wait_timeout=2
-    )
+    create_kwargs.setdefault("wait_timeout", 3)
+    dag = build_pipeline("tfy_ops_kill", deferrable=False, upload=False, **create_kwargs)
     previous = signal.getsignal(signal.SIGTERM)
     errors: list[str] = []
-    killer = threading.Thread(target=_sigterm_when_waiting, args=(sim, errors), daemon=True)
+    killer = threading.Thread(
+        target=_kill_when_waiting, args=(sim, errors, dag.dag_id, end_the_try, signal_it), daemon=True
+    )
     killer.start()
     try:
         run, output = run_dag(dag, capfd)
     finally:
         killer.join(10)
         signal.signal(signal.SIGTERM, previous)
-
     assert not errors, errors
+    return run, output
+
+
+def test_a_sigterm_while_the_try_still_runs_on_the_server_leaves_the_job_running(
+    connected_gateway, api_key, capfd
+):
+    """A graceful worker or pod shutdown, or lost heartbeats: the next try reattaches to the job."""
+    sim = connected_gateway
+
+    run, output = _run_and_kill(sim, capfd, None)
+
     (job,) = sim.created_jobs
+    assert sim.cancel_requests(job.id) == 0
+    assert output.count(LEFT_LINE.format(job.id) + STILL_RUNNING) == 1
+    assert "Cancelling fine-tuning job" not in output
+    assert "FineTuningJobWaitTimeout" in output  # the wait went on until wait_timeout
     assert run.state == "failed"
-    if cancel_on_kill:
-        assert sim.cancel_requests(job.id) == 1
-        assert f"{KILLED_LINE} {job.id}" in output
-        assert "Asked the gateway to cancel fine-tuning job" in output
-        # The job's own end is what the task reports.
-        assert f"FineTuningJobCancelled: Fine-tuning job '{job.id}' was cancelled" in output
-    else:
-        assert sim.cancel_requests(job.id) == 0
-        assert KILLED_LINE not in output
-        assert "FineTuningJobWaitTimeout" in output
     assert_secret_free(api_key, output)
 
 
-def _waiting_operator(sim: GatewaySimulator, **kwargs: Any) -> TrueFoundryCreateFineTuningJobOperator:
-    """An operator that created a job and is waiting on it (as in the middle of execute)."""
-    op = TrueFoundryCreateFineTuningJobOperator(
-        task_id=CREATE,
-        model=MODEL,
-        training_file="file-train",
-        provider_name=PROVIDER,
-        truefoundry_conn_id=CONN_ID,
-        hook_params=dict(FAST_HOOK_PARAMS),
-        **kwargs,
-    )
-    job = op.hook.create_fine_tuning_job(model=MODEL, training_file="file-train", provider_name=PROVIDER)
-    op._job_id = job.id
-    op.log_progress(job)
-    return op
+@pytest.mark.parametrize(
+    ("how", "state"), [("failed", "failed"), ("success", "success"), ("clear", "restarting")]
+)
+def test_a_sigterm_after_a_person_ended_the_try_cancels_the_job_once(
+    connected_gateway, api_key, capfd, how, state
+):
+    sim = connected_gateway
+
+    _, output = _run_and_kill(sim, capfd, how)
+
+    (job,) = sim.created_jobs
+    assert sim.cancel_requests(job.id) == 1
+    assert output.count(CANCEL_LINE.format(job.id, state)) == 1
+    assert "Asked the gateway to cancel fine-tuning job" in output
+    # The job's own end is what the task reports.
+    assert f"FineTuningJobCancelled: Fine-tuning job '{job.id}' was cancelled" in output
+    assert_secret_free(api_key, output)
+
+
+def test_cancel_on_kill_off_never_cancels(connected_gateway, capfd):
+    sim = connected_gateway
+
+    _, output = _run_and_kill(sim, capfd, "failed", cancel_on_kill=False)
+
+    (job,) = sim.created_jobs
+    assert sim.cancel_requests(job.id) == 0
+    assert "Cancelling fine-tuning job" not in output
+    assert "FineTuningJobWaitTimeout" in output
 
 
 def test_a_failed_cancel_is_logged_and_never_raised(connected_gateway, capfd):
     sim = connected_gateway
     sim.can_cancel = False
-    op = _waiting_operator(sim)
-    capfd.readouterr()
 
-    op.on_kill()  # must not raise
+    _, output = _run_and_kill(sim, capfd, "failed")  # on_kill must not raise
 
     (job,) = sim.created_jobs
     assert sim.cancel_requests(job.id) == 1
-    captured = capfd.readouterr()
-    warnings = structlog_lines(captured.out + captured.err, "warning")
+    warnings = structlog_lines(output, "warning")
     assert any(
         f"Could not cancel fine-tuning job {job.id}" in line and "cannot cancel fine-tuning jobs" in line
         for line in warnings
     ), warnings
 
 
-def test_an_execution_timeout_leaves_the_job_running_for_a_retry(connected_gateway):
-    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
-
+def test_an_execution_timeout_leaves_the_job_running_even_after_a_persons_mark(connected_gateway, capfd):
+    """Airflow calls on_kill when execution_timeout passes: a timeout, whatever the server says."""
     sim = connected_gateway
-    op = _waiting_operator(sim)
-    try:
-        raise AirflowTaskTimeout("execution_timeout")
-    except AirflowTaskTimeout:
-        op.on_kill()  # as Airflow's task runner calls it, inside its except block
 
-    assert sim.cancel_requests(sim.created_jobs[0].id) == 0
+    # The try is marked failed, then execution_timeout passes before any SIGTERM: were the
+    # timeout not told apart, the server's "failed" would cancel the job.
+    _, output = _run_and_kill(
+        sim, capfd, "failed", signal_it=False, execution_timeout=timedelta(seconds=2), wait_timeout=10
+    )
+
+    (job,) = sim.created_jobs
+    assert sim.cancel_requests(job.id) == 0
+    assert f"{LEFT_LINE.format(job.id)}execution_timeout passed" in output
+    assert "AirflowTaskTimeout" in output
 
 
 # ------------------------------------------------------------------------------------------

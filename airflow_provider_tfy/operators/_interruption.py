@@ -1,0 +1,123 @@
+"""Why ``on_kill`` was called: a person's decision about this try, or something else.
+
+Airflow calls ``on_kill`` on every SIGTERM to the task process, and most are no decision about
+the job: a graceful worker or pod shutdown, lost heartbeats, a try Airflow already replaced by
+another. :func:`kill_verdict` decides from what Airflow's server holds for the task instance now
+(a plain function); :func:`ask_airflow` is the one place that asks, per Airflow line.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, NamedTuple
+
+# What a person's action leaves on a try that still runs: marked failed, success or skipped (the
+# task instance's or its DAG run's), or cleared (``restarting``). A DAG run's own end sets them too
+# (dagrun_timeout: skipped; fail_fast: failed), as does the scheduler failing the last try.
+ENDED_BY_DECISION = frozenset({"failed", "success", "skipped", "restarting"})
+# The supervisor sends SIGKILL 5 s after its SIGTERM: the answer must leave time for the cancel.
+ASK_TIMEOUT = 2.0
+
+
+class TryIdentity(NamedTuple):
+    """The task instance try that ``on_kill`` asks Airflow about."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+
+
+def try_identity(context: Any) -> TryIdentity:
+    """This try's identity, from the task's context (all ``on_kill`` keeps of it)."""
+    ti = context["ti"]
+    return TryIdentity(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
+
+
+class Answer(NamedTuple):
+    """What Airflow said: the task instance's state now and, where known, whether its try is ours."""
+
+    state: str | None = None
+    same_try: bool | None = None
+    error: str | None = None  # why Airflow could not be asked
+
+
+class Verdict(NamedTuple):
+    """Cancel the job or leave it running, and why (one line for the task log)."""
+
+    cancel: bool
+    reason: str
+
+
+def kill_verdict(answer: Answer, *, timed_out: bool) -> Verdict:
+    """Cancel only when Airflow confirms a person ended this very try; otherwise leave the job."""
+    state, leave = answer.state, "the next try reattaches to it"
+    if timed_out:
+        return Verdict(False, f"execution_timeout passed, which is no user's kill; {leave}")
+    if answer.error is not None:
+        return Verdict(False, f"Airflow cannot say how this try ended ({answer.error}); {leave}")
+    if answer.same_try is False:
+        return Verdict(False, f"Airflow replaced this try by another (now {state}); {leave}")
+    if state == "running":
+        return Verdict(
+            False,
+            "the task instance is still running on the server, so this is a worker shutdown or lost "
+            f"heartbeats, not a user's kill; {leave}",
+        )
+    if state in ENDED_BY_DECISION:
+        return Verdict(True, f"a user ended this try (the task instance is now {state})")
+    return Verdict(False, f"Airflow moved on to another try (the task instance is now {state}); {leave}")
+
+
+def ask_airflow(ti: TryIdentity, timeout: float = ASK_TIMEOUT) -> Answer:
+    """The server's state of the task instance now, waited for at most ``timeout`` seconds.
+
+    Asked from a helper thread since ``on_kill`` runs in the SIGTERM handler: on Airflow 3.2+ the
+    interrupted main thread may hold the supervisor comms lock mid-request (asking from the
+    handler would deadlock), and an unreachable server makes the supervisor retry for longer than
+    SIGKILL waits. No answer in time is "cannot say": the job is left running.
+    """
+    answers: list[Answer] = []
+
+    def ask() -> None:
+        try:
+            answers.append(_ask(ti))
+        except Exception as err:  # any failure to ask means "cannot say", never a cancel
+            answers.append(Answer(error=f"{type(err).__name__}: {str(err)[:200]}"))
+
+    thread = threading.Thread(target=ask, name="tfy-on-kill", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answers[0] if answers else Answer(error=f"no answer within {timeout:g} s")
+
+
+def _ask(ti: TryIdentity) -> Answer:
+    from airflow_provider_tfy.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        # The task SDK (3.0+): the supervisor asks the API server; states only, no try number.
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
+        )
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+        run = states.get(ti.run_id) or {}
+        if key not in run:
+            return Answer(error="the server has no such task instance")
+        return Answer(state=_text(run[key]))
+    # Airflow 2: the task process has the metadata DB; this thread gets its own session.
+    from airflow.models.taskinstance import TaskInstance
+
+    row = TaskInstance.get_task_instance(
+        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index
+    )
+    if row is None:
+        return Answer(error="the metadata DB has no such task instance")
+    return Answer(state=_text(row.state), same_try=row.try_number == ti.try_number)
+
+
+def _text(state: object) -> str | None:
+    # A TaskInstanceState is a str enum, but hashes by its name: compare its value.
+    return None if state is None else str(getattr(state, "value", state))
