@@ -50,7 +50,9 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
     that creates it. A task retry, a crashed worker's retry or a lost answer to the create
     therefore reattaches to the job already started; a task cleared after success with the same
     inputs returns the succeeded job at once; changed inputs, or a previous job that failed or was
-    cancelled, start a new job.
+    cancelled, start a new job. Tries that overlap (one Airflow gave up on is still alive) and
+    both create converge on the oldest live job with the key, the others cancelled: when the job
+    is created, and again once the wait is under way.
 
     The XCom ``job_id`` is pushed as soon as the job exists. With ``wait_for_completion`` the wait
     is the sensor's: the return value is the succeeded job (the sensor's XCom), a failed or
