@@ -364,7 +364,7 @@ class TrueFoundryHook(BaseHook):
     ) -> FineTuningJob | None:
         """Look up the jobs carrying ``key`` (with ``created``, which the list may not show yet),
         cancel every live one but the survivor, and return the survivor."""
-        jobs = [*self._jobs_with_key(key, overrides), *([created] if created else [])]
+        jobs = [*([created] if created else []), *self._jobs_with_key(key, overrides)]  # fresher last
         survivor, to_cancel = protocol.converge(jobs, key)
         cancelled: list[str] = []
         for job in to_cancel:

@@ -152,10 +152,14 @@ def converge(jobs: Iterable[FineTuningJob], key: str) -> Convergence:
 
     The survivor is the oldest :func:`reattachable` job (``created_at``, then ``id``: a total
     order, so overlapping tries agree whenever each looks); the other live ones are to be
-    cancelled (a succeeded one has nothing to cancel). Jobs without the key are ignored.
+    cancelled (a succeeded one has nothing to cancel). Jobs without the key are ignored; of a job
+    given twice, the later copy counts (pass the freshest last).
     """
-    unique = {job.id: job for job in jobs if reattachable(job, key)}
-    live = sorted(unique.values(), key=lambda job: (job.created_at is None, job.created_at or 0, job.id))
+    latest = {job.id: job for job in jobs}
+    live = sorted(
+        (job for job in latest.values() if reattachable(job, key)),
+        key=lambda job: (job.created_at is None, job.created_at or 0, job.id),
+    )
     if not live:
         return Convergence(None, [])
     return Convergence(live[0], [job for job in live[1:] if job.outcome is JobOutcome.IN_PROGRESS])

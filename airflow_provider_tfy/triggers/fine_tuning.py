@@ -210,7 +210,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         except TrueFoundryError as err:
             self.log.warning("Could not look for other jobs with idempotency key %r: %s", key, err)
             return None if err.retryable else False  # a list this gateway refuses is not asked again
-        survivor, to_cancel = protocol.converge([*jobs, job], key)
+        survivor, to_cancel = protocol.converge([job, *jobs], key)  # the list is the fresher
         return survivor is not None and (survivor.id != job.id or bool(to_cancel))
 
     async def on_kill(self) -> None:

@@ -66,10 +66,10 @@ def overlapping_creates(sim: GatewaySimulator, key: str) -> list[Any]:
     """Two create calls with one key at once: both look-ups find nothing before either create lands."""
     sim.add_endpoint_fault("list", Fault.delay(0))  # the two look-ups before creating: at once
     sim.add_endpoint_fault("list", Fault.delay(0))
-    sim.add_endpoint_fault("create", Fault.delay(1.0))  # both creates land after both look-ups
-    sim.add_endpoint_fault("create", Fault.delay(1.0))
-    sim.add_endpoint_fault("list", Fault.delay(1.0))  # the looks after creating see both jobs,
-    sim.add_endpoint_fault("list", Fault.delay(2.0))  # the second after the first one's cancel
+    sim.add_endpoint_fault("create", Fault.delay(1.5))  # both creates land after both look-ups
+    sim.add_endpoint_fault("create", Fault.delay(1.5))
+    sim.add_endpoint_fault("list", Fault.delay(1.5))  # the looks after creating see both jobs,
+    sim.add_endpoint_fault("list", Fault.delay(3.0))  # the second after the first one's cancel
     barrier = threading.Barrier(2)
     results: list[Any] = [None, None]
 
@@ -282,7 +282,7 @@ def test_a_newer_job_with_the_key_is_cancelled_at_the_first_poll_and_the_wait_st
 def test_a_wait_whose_job_is_cancelled_switches_to_the_live_survivor(connected_gateway, capfd, wait):
     sim = connected_gateway
     # Another try cancelled ours as its non-survivor: our job ends cancelled while theirs runs.
-    sim.set_create_script(statuses=("running", "cancelled"), polls_per_status=3)
+    sim.set_create_script(statuses=("running", "cancelled"), polls_per_status=5)
     injected = when(
         lambda: lists(sim) >= 3,  # after the looks before and after creating, and at the first poll
         lambda: inject(sim, key_of(sim.created_jobs[0]), statuses=["running", "succeeded"]),

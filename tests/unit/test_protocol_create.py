@@ -345,8 +345,12 @@ def test_converge_ignores_jobs_without_the_key_as_when_the_gateway_ignores_the_f
     assert protocol.converge([], "k1") == (None, [])
 
 
-def test_converge_counts_a_job_listed_twice_once_and_puts_a_job_without_created_at_last() -> None:
+def test_converge_counts_a_job_given_twice_by_its_later_copy_and_puts_no_created_at_last() -> None:
     old = keyed("ftjob-old", "running", 10)
     survivor, to_cancel = protocol.converge([keyed("ftjob-0", "running", None), old, old], "k1")
     assert survivor is old
     assert ids(to_cancel) == ["ftjob-0"]
+    # A create's own answer (queued) and a later listing (cancelled by another try): the listing counts.
+    stale, fresh = keyed("ftjob-mine", "queued", 5), keyed("ftjob-mine", "cancelled", 5)
+    assert protocol.converge([stale, old, fresh], "k1") == (old, [])
+    assert protocol.converge([fresh, stale], "k1") == (stale, [])
