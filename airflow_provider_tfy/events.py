@@ -22,7 +22,9 @@ from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 
 TIMEOUT = "timeout"
 ERROR = "error"
-JOB_STATUSES = frozenset({JobOutcome.SUCCEEDED, JobOutcome.FAILED, JobOutcome.CANCELLED})
+# Another job carries the wait's idempotency key: the operator converges and waits on the survivor.
+CONVERGE = "converge"
+JOB_STATUSES = frozenset({JobOutcome.SUCCEEDED, JobOutcome.FAILED, JobOutcome.CANCELLED, CONVERGE})
 STATUSES = JOB_STATUSES | {TIMEOUT, ERROR}
 
 _ERROR_KINDS: dict[str, type[TrueFoundryError]] = {
@@ -39,6 +41,11 @@ _ERROR_KINDS: dict[str, type[TrueFoundryError]] = {
 def job_event(job: FineTuningJob) -> dict[str, Any]:
     """The event for a job in a terminal status; ``job`` is the same dict poke mode returns."""
     return {"status": str(job.outcome), "job_id": job.id, "job": job.to_xcom()}
+
+
+def converge_event(job: FineTuningJob, deadline: float) -> dict[str, Any]:
+    """The event for a wait whose job is not the only live one with its key (the job as polled)."""
+    return {"status": CONVERGE, "job_id": job.id, "job": job.to_xcom(), "deadline": deadline}
 
 
 def timeout_event(job_id: str, message: str) -> dict[str, Any]:

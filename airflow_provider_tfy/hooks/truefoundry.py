@@ -18,6 +18,7 @@ from requests_toolbelt import MultipartEncoder
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.exceptions import (
     FineTuningJobNotFound,
+    TrueFoundryAPIError,
     TrueFoundryAuthError,
     TrueFoundryConnectionError,
     TrueFoundryError,
@@ -181,6 +182,10 @@ class TrueFoundryHook(BaseHook):
         looked up: a queued, running or succeeded one is returned instead of creating another,
         and failed or cancelled ones are passed over. Without a key, an unknown outcome raises
         an error saying the job may or may not exist.
+
+        Two overlapping calls with one key may both find nothing and both create: so each look,
+        and a look right after creating, converges the jobs carrying the key on one (see
+        :meth:`converge_fine_tuning_jobs`), and every call returns that survivor.
         """
         key = protocol.validate_idempotency_key(idempotency_key)
         body = protocol.create_body(
@@ -197,7 +202,7 @@ class TrueFoundryHook(BaseHook):
         )
         overrides = protocol.header_args(headers, "create_fine_tuning_job")
         request = protocol.create_request(self.config, body, overrides)
-        if key is not None and (existing := self._find_job_with_key(key, overrides)):
+        if key is not None and (existing := self._reattach(key, overrides)):
             return existing
         for attempt in itertools.count(1):
             try:
@@ -216,7 +221,7 @@ class TrueFoundryHook(BaseHook):
                 )
                 if wait:
                     time.sleep(wait)  # also lets a job the gateway did create become visible
-                if existing := self._find_job_with_key(key, overrides):
+                if existing := self._reattach(key, overrides):
                     return existing
                 if wait is None:
                     raise protocol.create_not_done(err, key, attempt) from None
@@ -228,8 +233,35 @@ class TrueFoundryHook(BaseHook):
                 job.status,
                 f", idempotency key {key!r}" if key else "",
             )
-            return job
+            if key is None:
+                return job
+            try:  # an overlapping try may have created one too: both must end on the same job
+                return self._converge(key, overrides, created=job) or job
+            except TrueFoundryError as err:  # the job exists: never lose it over the second look
+                self.log.warning(
+                    "Could not look for other fine-tuning jobs with idempotency key %r (%s); a "
+                    "later look converges them.",
+                    key,
+                    err,
+                )
+                return job
         raise AssertionError("unreachable")  # pragma: no cover - the loop only returns or raises
+
+    def converge_fine_tuning_jobs(
+        self, idempotency_key: str, **headers: Unpack[HeaderArgs]
+    ) -> FineTuningJob | None:
+        """Converge the jobs carrying ``idempotency_key`` on one, and return it (None if none lives).
+
+        The survivor is the oldest job with the key that is not failed or cancelled
+        (:func:`~airflow_provider_tfy.protocol.converge`); the others still in progress are
+        cancelled. Where the gateway cannot cancel (404/405), a warning names every job with the
+        key. Looks at the newest ``LOOKUP_MAX_PAGES`` pages of ``LOOKUP_PAGE_SIZE`` jobs at most.
+        """
+        overrides = protocol.header_args(headers, "converge_fine_tuning_jobs")
+        key = protocol.validate_idempotency_key(idempotency_key)
+        if key is None:
+            raise TypeError("converge_fine_tuning_jobs() needs an idempotency_key")
+        return self._converge(key, overrides)
 
     def list_fine_tuning_jobs(
         self,
@@ -314,21 +346,65 @@ class TrueFoundryHook(BaseHook):
             if after is None:
                 return
 
-    def _find_job_with_key(self, key: str, overrides: protocol.HeaderOptions) -> FineTuningJob | None:
-        """The newest job that carries ``key`` and is not failed or cancelled, within a bound."""
+    def _reattach(self, key: str, overrides: protocol.HeaderOptions) -> FineTuningJob | None:
+        """The survivor among the jobs carrying ``key`` (the others cancelled), or None."""
+        job = self._converge(key, overrides)
+        if job is not None:
+            self.log.info(
+                "Reattached to fine-tuning job %s (status %s) carrying idempotency key %r; "
+                "no new job was created.",
+                job.id,
+                job.status,
+                key,
+            )
+        return job
+
+    def _converge(
+        self, key: str, overrides: protocol.HeaderOptions, created: FineTuningJob | None = None
+    ) -> FineTuningJob | None:
+        """Look up the jobs carrying ``key`` (with ``created``, which the list may not show yet),
+        cancel every live one but the survivor, and return the survivor."""
+        jobs = [*([created] if created else []), *self._jobs_with_key(key, overrides)]  # fresher last
+        survivor, to_cancel = protocol.converge(jobs, key)
+        cancelled: list[str] = []
+        for job in to_cancel:
+            request = protocol.cancel_request(self.config, job.id, overrides)
+            try:
+                self._call(
+                    request, partial(protocol.read_cancel_response, self.config, request, job_id=job.id)
+                )
+            except TrueFoundryError as err:  # the survivor stands whatever a cancel answers
+                if not (isinstance(err, TrueFoundryAPIError) and err.status_code in (404, 405)):
+                    self.log.warning("Could not cancel fine-tuning job %s: %s", job.id, err)
+                    continue
+                self.log.warning(
+                    "The gateway cannot cancel fine-tuning jobs (HTTP %s): jobs %s all carry "
+                    "idempotency key %r and may all run (and be billed); %s is the one waited on. "
+                    "Cancel the others at the gateway.",
+                    err.status_code,
+                    ", ".join(sorted({j.id for j in jobs})),
+                    key,
+                    survivor.id if survivor else None,
+                )
+                break
+            cancelled.append(job.id)
+        if survivor is not None and (cancelled or (created is not None and survivor.id != created.id)):
+            self.log.info(
+                "Fine-tuning jobs with idempotency key %r converge on %s (status %s); cancelled: %s.",
+                key,
+                survivor.id,
+                survivor.status,
+                ", ".join(cancelled) or "none",
+            )
+        return survivor
+
+    def _jobs_with_key(self, key: str, overrides: protocol.HeaderOptions) -> list[FineTuningJob]:
+        """The jobs carrying ``key``, newest first, within the look-up's bound."""
         wanted = {protocol.IDEMPOTENCY_METADATA_KEY: key}
+        found: list[FineTuningJob] = []
         pages = self._pages(wanted, protocol.LOOKUP_PAGE_SIZE, None, overrides)
         for number, (jobs, has_more) in enumerate(pages, start=1):
-            for job in jobs:
-                if protocol.reattachable(job, key):
-                    self.log.info(
-                        "Reattached to fine-tuning job %s (status %s) carrying idempotency key %r; "
-                        "no new job was created.",
-                        job.id,
-                        job.status,
-                        key,
-                    )
-                    return job
+            found += (job for job in jobs if protocol.carries_metadata(job, wanted))
             if has_more and number >= protocol.LOOKUP_MAX_PAGES:
                 self.log.warning(
                     "Stopped looking for a fine-tuning job with idempotency key %r after the newest %d "
@@ -339,7 +415,7 @@ class TrueFoundryHook(BaseHook):
                     number,
                 )
                 break
-        return None
+        return found
 
     def _call(
         self,

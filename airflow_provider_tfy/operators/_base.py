@@ -141,9 +141,16 @@ class TrueFoundryBaseOperator(BaseOperator):
             self._last_status = job.status
 
     def wait_trigger(
-        self, job_id: str, *, poll_interval: float, wait_seconds: float, cancel_on_kill: bool = False
+        self,
+        job_id: str,
+        *,
+        poll_interval: float,
+        wait_seconds: float,
+        cancel_on_kill: bool = False,
+        idempotency_key: str | None = None,
     ) -> TrueFoundryFineTuningJobTrigger:
-        """The trigger that carries the wait on ``job_id`` in the triggerer."""
+        """The trigger that carries the wait on ``job_id`` in the triggerer (with a key: it looks
+        for other jobs with it at its first poll)."""
         from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
         return TrueFoundryFineTuningJobTrigger(
@@ -155,6 +162,7 @@ class TrueFoundryBaseOperator(BaseOperator):
             hook_params=self.hook_params,
             last_status=self._last_status,
             cancel_on_kill=cancel_on_kill,
+            idempotency_key=idempotency_key,
             **self.checked_header_overrides(),
         )
 

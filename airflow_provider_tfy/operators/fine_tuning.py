@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, conf
 
-from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout
+from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout, TrueFoundryError
 from airflow_provider_tfy.lineage import record_job, task_lineage
 from airflow_provider_tfy.models import JobOutcome, status_outcome
 from airflow_provider_tfy.operators._base import HEADER_FIELDS, TrueFoundryBaseOperator, finish, seconds
@@ -57,7 +57,9 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
     that creates it. A task retry, a crashed worker's retry or a lost answer to the create
     therefore reattaches to the job already started; a task cleared after success with the same
     inputs returns the succeeded job at once; changed inputs, or a previous job that failed or was
-    cancelled, start a new job.
+    cancelled, start a new job. Tries that overlap (one Airflow gave up on is still alive) and
+    both create converge on the oldest live job with the key, the others cancelled: when the job
+    is created, and again once the wait is under way.
 
     The XCom ``job_id`` is pushed as soon as the job exists. With ``wait_for_completion`` the wait
     is the sensor's: the return value is the succeeded job (the sensor's XCom), a failed or
@@ -157,6 +159,12 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
             idempotency_key=self.idempotency_key(context),
             **self.header_overrides,
         )
+        self._track(context, job)
+        if not self.wait_for_completion:
+            return self._finished(context, job.to_xcom())
+        return self._wait_for(context, job, look=True)
+
+    def _track(self, context: Context, job: FineTuningJob) -> None:
         # Before anything else: a task that dies from here on has not lost track of the job.
         self._job_id = job.id
         context["ti"].xcom_push(key="job_id", value=job.id)
@@ -164,26 +172,54 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         # Set after the last request to the supervisor, so that on_kill never asks mid-request.
         self._try = try_identity(context)
         self.log_progress(job)
-        if not self.wait_for_completion:
-            return self._finished(context, job.to_xcom())
+
+    def _wait_for(
+        self, context: Context, job: FineTuningJob, *, look: bool, wait_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """Wait on ``job`` in the worker or deferred; ``look``: converge again at the first poll."""
         xcom = finish(job)  # a reattached job may have succeeded already: no wait at all
         if xcom is not None:
             return self._finished(context, xcom)
+        wait = self.wait_timeout.total_seconds() if wait_seconds is None else wait_seconds
         if self.deferrable:
-            wait = self.wait_timeout.total_seconds()
             self.defer(
                 trigger=self.wait_trigger(
                     job.id,
                     poll_interval=self.poll_interval,
                     wait_seconds=wait,
                     cancel_on_kill=self.cancel_on_kill,
+                    idempotency_key=self.idempotency_key(context) if look else None,
                 ),
                 method_name="execute_complete",
                 # A backstop only, should no triggerer run: the trigger's own deadline comes first
                 # and ends the wait with this operator's message.
                 timeout=timedelta(seconds=wait + max(60.0, 2 * self.poll_interval)),
             )
-        return self._finished(context, self._wait(job))
+        return self._finished(context, self._wait(context, job, look=look, wait_seconds=wait))
+
+    def _look(self, context: Context, job: FineTuningJob) -> FineTuningJob:
+        """The job to wait on: the survivor among the live jobs with this task's key, else ``job``.
+
+        An overlapping try may have created a job too, or cancelled ours as the non-survivor.
+        """
+        try:
+            survivor = self.hook.converge_fine_tuning_jobs(
+                self.idempotency_key(context), **self.header_overrides
+            )
+        except TrueFoundryError as err:  # the wait goes on: the other try converges too
+            self.log.warning("Could not look for other fine-tuning jobs with this task's key: %s", err)
+            return job
+        if survivor is None or survivor.id == job.id:
+            return job
+        self.log.info(
+            "Fine-tuning job %s (status %s) carries this task's key too and is the one kept: waiting "
+            "on it instead of %s.",
+            survivor.id,
+            survivor.status,
+            job.id,
+        )
+        self._track(context, survivor)
+        return survivor
 
     def _create_arguments(self) -> dict[str, Any]:
         arguments = {name: getattr(self, name) for name in CREATE_FIELDS}
@@ -228,15 +264,20 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
     # Wait
     # ---------------------------------------------------------------------------------------
 
-    def _wait(self, job: FineTuningJob) -> dict[str, Any]:
-        """Poll in the worker until the job ends or ``wait_timeout`` passes."""
-        deadline = time.monotonic() + self.wait_timeout.total_seconds()
+    def _wait(
+        self, context: Context, job: FineTuningJob, *, look: bool, wait_seconds: float
+    ) -> dict[str, Any]:
+        """Poll in the worker until the job ends or ``wait_seconds`` pass."""
+        deadline = time.monotonic() + wait_seconds
         retry_after = 0.0
         while True:
             remaining = deadline - time.monotonic()
             # Never sleep past the deadline: the last poll happens at it, not after it.
             time.sleep(max(0.0, min(max(self.poll_interval, retry_after), remaining)))
             polled, retry_after = self.poll_job(job.id)
+            if polled is not None and (look or polled.outcome is JobOutcome.CANCELLED):
+                look = False  # the second look, at the first poll; and once more for a cancelled job
+                polled = job = self._look(context, polled)
             xcom = finish(polled) if polled is not None else None
             if xcom is not None:
                 return xcom
@@ -245,6 +286,16 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Finish a deferred wait: the same XCom and exceptions as a wait in the worker."""
+        from airflow_provider_tfy import events
+        from airflow_provider_tfy.protocol import parse_job
+
+        event = events.check_event(event)
+        if event["status"] in (events.CONVERGE, JobOutcome.CANCELLED):
+            # Another job carries the key, or ours was cancelled: wait on the survivor, if any.
+            job = self._look(context, parse_job(event["job"]))
+            deadline = event.get("deadline")
+            wait = None if deadline is None else max(0.0, float(deadline) - time.time())
+            return self._wait_for(context, job, look=False, wait_seconds=wait)
         xcom = self.resume(
             event, on_timeout=lambda event: self._timeout_error(str(event.get("job_id")), None)
         )

@@ -10,7 +10,7 @@ so the two can never disagree on what an answer means. One module per concern:
 - :mod:`.requests`: every request (retrieve, list, create, cancel, upload).
 - :mod:`.responses`: status classification, excerpts, ``Retry-After``, transport errors.
 - :mod:`.jobs`: the fine-tuning job, list pages, cancel's answer.
-- :mod:`.create`: create arguments, the body and the idempotency key.
+- :mod:`.create`: create arguments, the body, the idempotency key and which keyed job survives.
 - :mod:`.files`: the file object and the JSONL check before upload.
 - :mod:`.retry`: :class:`RetryPolicy` and :func:`could_have_been_applied`.
 """
@@ -34,6 +34,8 @@ from airflow_provider_tfy.protocol.create import (
     MAX_METADATA_PAIRS,
     MAX_METADATA_VALUE_CHARS,
     MAX_SUFFIX_CHARS,
+    Convergence,
+    converge,
     create_body,
     create_not_done,
     create_outcome_unknown,
@@ -129,6 +131,7 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "MAX_SUFFIX_CHARS",
     "RETRYABLE_STATUSES",
+    "Convergence",
     "GatewayConfig",
     "HeaderArgs",
     "HeaderOptions",
@@ -142,6 +145,7 @@ __all__ = [
     "cancel_request",
     "carries_metadata",
     "check_status",
+    "converge",
     "could_have_been_applied",
     "create_body",
     "create_not_done",

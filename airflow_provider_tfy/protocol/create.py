@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from airflow_provider_tfy.exceptions import (
     TrueFoundryAPIError,
@@ -138,6 +138,31 @@ def reattachable(job: FineTuningJob, key: str) -> bool:
     """
     carries = (job.metadata or {}).get(IDEMPOTENCY_METADATA_KEY) == key
     return carries and job.outcome not in (JobOutcome.FAILED, JobOutcome.CANCELLED)
+
+
+class Convergence(NamedTuple):
+    """Which job the jobs carrying one key converge on, and which of the others to cancel."""
+
+    survivor: FineTuningJob | None
+    to_cancel: list[FineTuningJob]
+
+
+def converge(jobs: Iterable[FineTuningJob], key: str) -> Convergence:
+    """Decide among the jobs found by ``key``: every try that looks decides alike.
+
+    The survivor is the oldest :func:`reattachable` job (``created_at``, then ``id``: a total
+    order, so overlapping tries agree whenever each looks); the other live ones are to be
+    cancelled (a succeeded one has nothing to cancel). Jobs without the key are ignored; of a job
+    given twice, the later copy counts (pass the freshest last).
+    """
+    latest = {job.id: job for job in jobs}
+    live = sorted(
+        (job for job in latest.values() if reattachable(job, key)),
+        key=lambda job: (job.created_at is None, job.created_at or 0, job.id),
+    )
+    if not live:
+        return Convergence(None, [])
+    return Convergence(live[0], [job for job in live[1:] if job.outcome is JobOutcome.IN_PROGRESS])
 
 
 def create_outcome_unknown(error: TrueFoundryError, target: str) -> TrueFoundryError:

@@ -32,7 +32,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryError
-from airflow_provider_tfy.models import JobOutcome, status_outcome
+from airflow_provider_tfy.models import FineTuningJob, JobOutcome, status_outcome
 from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate, wakeups
 
 # on_kill must finish within the triggerer's on_kill_timeout (30 s by default).
@@ -56,6 +56,10 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the job when a user kills the deferred task (marks it failed or
         success, clears it). Airflow 3.3+ calls :meth:`on_kill` only for such a user action, never
         on a triggerer restart; older Airflow never calls it.
+    :param idempotency_key: the key the job was created with (not a secret). At the first poll,
+        the newest ``LOOKUP_PAGE_SIZE`` jobs with it are read once; if the job is not their only
+        live one, the wait ends with a ``converge`` event and the operator converges them.
+        Absent from kwargs serialized before it existed: those waits resume without the look.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         metadata: dict[str, str] | str | None = None,
         last_status: str | None = None,
         cancel_on_kill: bool = False,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -87,6 +92,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.metadata = metadata
         self.last_status = last_status
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.idempotency_key = idempotency_key
 
     @property
     def log(self) -> Any:
@@ -112,6 +118,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                 "metadata": self.metadata,
                 "last_status": self.last_status,
                 "cancel_on_kill": self.cancel_on_kill,
+                "idempotency_key": self.idempotency_key,
             },
         )
 
@@ -149,6 +156,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
     ) -> TriggerEvent:
         """Poll until the job ends, an unrecoverable error or the deadline; return the one event."""
         failures = 0
+        looked = self.idempotency_key is None
         while True:
             await poll_gate.turn()  # a few polls per tick, however many fell due together
             try:
@@ -167,6 +175,11 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                     self.last_status = job.status
                 if job.outcome is not JobOutcome.IN_PROGRESS:
                     return TriggerEvent(events.job_event(job))
+                if not looked:  # once, at the first poll: another try may have created a job too
+                    others = await self._others_with_key(session, config, job)
+                    if others:
+                        return TriggerEvent(events.converge_event(job, self.deadline))
+                    looked = others is not None  # a failed look is tried again at the next poll
                 wait = self.poll_interval
                 del answer, job  # not kept through the sleep: the fewer objects per wait, the better
             remaining = self.deadline - time.time()
@@ -180,6 +193,25 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                 )
             # Never sleep past the deadline: the last poll happens at it, not after it.
             await wakeups.after(min(wait, remaining))
+
+    async def _others_with_key(
+        self, session: aiohttp.ClientSession, config: protocol.GatewayConfig, job: FineTuningJob
+    ) -> bool | None:
+        """Whether the jobs with the key must converge (``protocol.converge``); None: ask again."""
+        key = str(self.idempotency_key)
+        request = protocol.list_request(
+            config,
+            protocol.LOOKUP_PAGE_SIZE,
+            job_metadata={protocol.IDEMPOTENCY_METADATA_KEY: key},
+            overrides=self._header_overrides(),
+        )
+        try:
+            jobs, _ = protocol.read_jobs_page(config, request, *await send(session, request))
+        except TrueFoundryError as err:
+            self.log.warning("Could not look for other jobs with idempotency key %r: %s", key, err)
+            return None if err.retryable else False  # a list this gateway refuses is not asked again
+        survivor, to_cancel = protocol.converge([job, *jobs], key)  # the list is the fresher
+        return survivor is not None and (survivor.id != job.id or bool(to_cancel))
 
     async def on_kill(self) -> None:
         """Cancel the job when a user kills the deferred task, if ``cancel_on_kill`` (Airflow 3.3+).

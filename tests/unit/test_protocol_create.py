@@ -274,3 +274,83 @@ def test_a_keyed_create_that_kept_failing_says_none_was_created() -> None:
     assert "'key-1'" in str(failed)
     assert "none was created" in str(failed)
     assert failed.retryable
+
+
+# ------------------------------------------------------------------------------------------
+# converge: which of the jobs carrying one key survives
+# ------------------------------------------------------------------------------------------
+
+
+def keyed(job_id: str, status: str, created_at: int | None, key: str | None = "k1") -> FineTuningJob:
+    return FineTuningJob(
+        id=job_id, status=status, created_at=created_at, metadata={KEY_NAME: key} if key else None
+    )
+
+
+def ids(jobs: list[FineTuningJob]) -> list[str]:
+    return [job.id for job in jobs]
+
+
+def test_converge_keeps_the_oldest_live_job_and_cancels_the_others_in_progress() -> None:
+    jobs = [keyed("ftjob-c", "queued", 30), keyed("ftjob-b", "running", 20), keyed("ftjob-a", "running", 10)]
+    survivor, to_cancel = protocol.converge(jobs, "k1")
+    assert survivor is not None
+    assert survivor.id == "ftjob-a"
+    assert ids(to_cancel) == ["ftjob-b", "ftjob-c"]
+
+
+def test_converge_breaks_a_created_at_tie_by_id_whatever_the_order() -> None:
+    one, two = keyed("ftjob-2", "running", 10), keyed("ftjob-1", "queued", 10)
+    for jobs in ([one, two], [two, one]):
+        survivor, to_cancel = protocol.converge(jobs, "k1")
+        assert survivor is two
+        assert ids(to_cancel) == ["ftjob-2"]
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_converge_passes_over_failed_and_cancelled_jobs(status: str) -> None:
+    survivor, to_cancel = protocol.converge(
+        [keyed("ftjob-new", "running", 20), keyed("ftjob-old", status, 10)], "k1"
+    )
+    assert survivor is not None
+    assert survivor.id == "ftjob-new"
+    assert to_cancel == []  # an ended job has nothing to cancel
+
+
+def test_converge_keeps_an_older_succeeded_job_and_never_cancels_a_succeeded_one() -> None:
+    survivor, to_cancel = protocol.converge(
+        [
+            keyed("ftjob-late", "succeeded", 30),
+            keyed("ftjob-new", "running", 20),
+            keyed("ftjob-old", "succeeded", 10),
+        ],
+        "k1",
+    )
+    assert survivor is not None
+    assert survivor.id == "ftjob-old"
+    assert ids(to_cancel) == ["ftjob-new"]
+
+
+def test_converge_ignores_jobs_without_the_key_as_when_the_gateway_ignores_the_filter() -> None:
+    listed = [
+        keyed("ftjob-x", "running", 1, key=None),
+        keyed("ftjob-y", "running", 2, key="other"),
+        keyed("ftjob-mine", "running", 30),
+    ]
+    survivor, to_cancel = protocol.converge(listed, "k1")
+    assert survivor is not None
+    assert survivor.id == "ftjob-mine"
+    assert to_cancel == []
+    assert protocol.converge(listed[:2], "k1") == (None, [])
+    assert protocol.converge([], "k1") == (None, [])
+
+
+def test_converge_counts_a_job_given_twice_by_its_later_copy_and_puts_no_created_at_last() -> None:
+    old = keyed("ftjob-old", "running", 10)
+    survivor, to_cancel = protocol.converge([keyed("ftjob-0", "running", None), old, old], "k1")
+    assert survivor is old
+    assert ids(to_cancel) == ["ftjob-0"]
+    # A create's own answer (queued) and a later listing (cancelled by another try): the listing counts.
+    stale, fresh = keyed("ftjob-mine", "queued", 5), keyed("ftjob-mine", "cancelled", 5)
+    assert protocol.converge([stale, old, fresh], "k1") == (old, [])
+    assert protocol.converge([fresh, stale], "k1") == (stale, [])
