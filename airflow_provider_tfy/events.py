@@ -38,14 +38,13 @@ _ERROR_KINDS: dict[str, type[TrueFoundryError]] = {
 }
 
 
-def job_event(job: FineTuningJob) -> dict[str, Any]:
-    """The event for a job in a terminal status; ``job`` is the same dict poke mode returns."""
-    return {"status": str(job.outcome), "job_id": job.id, "job": job.to_xcom()}
-
-
-def converge_event(job: FineTuningJob, deadline: float) -> dict[str, Any]:
-    """The event for a wait whose job is not the only live one with its key (the job as polled)."""
-    return {"status": CONVERGE, "job_id": job.id, "job": job.to_xcom(), "deadline": deadline}
+def job_event(
+    job: FineTuningJob, deadline: float | None = None, *, status: str | None = None
+) -> dict[str, Any]:
+    """The event for a job in a terminal status (or ``status=CONVERGE``); ``job`` is the same dict
+    poke mode returns. The wait's ``deadline`` travels along, so a wait moved to a survivor keeps it."""
+    event = {"status": status or str(job.outcome), "job_id": job.id, "job": job.to_xcom()}
+    return event if deadline is None else {**event, "deadline": deadline}
 
 
 def timeout_event(job_id: str, message: str) -> dict[str, Any]:

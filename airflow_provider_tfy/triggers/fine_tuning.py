@@ -174,11 +174,11 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                     self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
                     self.last_status = job.status
                 if job.outcome is not JobOutcome.IN_PROGRESS:
-                    return TriggerEvent(events.job_event(job))
+                    return TriggerEvent(events.job_event(job, self.deadline))
                 if not looked:  # once, at the first poll: another try may have created a job too
                     others = await self._others_with_key(session, config, job)
                     if others:
-                        return TriggerEvent(events.converge_event(job, self.deadline))
+                        return TriggerEvent(events.job_event(job, self.deadline, status=events.CONVERGE))
                     looked = others is not None  # a failed look is tried again at the next poll
                 wait = self.poll_interval
                 del answer, job  # not kept through the sleep: the fewer objects per wait, the better
