@@ -39,7 +39,7 @@ def test_a_try_airflow_has_moved_on_from_is_left_running(state):
     assert f"Airflow moved on to another try (the task instance is now {state})" in verdict.reason
 
 
-@pytest.mark.parametrize("state", [*ENDED_BY_DECISION, "running", None])
+@pytest.mark.parametrize("state", [*sorted(ENDED_BY_DECISION), "running", None])
 def test_another_try_number_is_a_replaced_try_whatever_its_state(state):
     verdict = kill_verdict(Answer(state=state, same_try=False), timed_out=False)
 
