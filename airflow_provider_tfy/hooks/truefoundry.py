@@ -24,6 +24,7 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryError,
 )
 from airflow_provider_tfy.hooks._sources import FileSource, SizedReader
+from airflow_provider_tfy.metrics import JobMetric, count
 from airflow_provider_tfy.protocol import HeaderArgs
 from airflow_provider_tfy.provider_info import CONN_TYPE, EXTRA_FIELDS, HOOK_NAME, ui_field_behaviour
 
@@ -226,6 +227,7 @@ class TrueFoundryHook(BaseHook):
                 if wait is None:
                     raise protocol.create_not_done(err, key, attempt) from None
                 continue
+            count(JobMetric.CREATED)
             self.log.info(
                 "Created fine-tuning job %s (model %s, status %s%s).",
                 job.id,
@@ -350,6 +352,7 @@ class TrueFoundryHook(BaseHook):
         """The survivor among the jobs carrying ``key`` (the others cancelled), or None."""
         job = self._converge(key, overrides)
         if job is not None:
+            count(JobMetric.REATTACHED)
             self.log.info(
                 "Reattached to fine-tuning job %s (status %s) carrying idempotency key %r; "
                 "no new job was created.",
@@ -388,6 +391,8 @@ class TrueFoundryHook(BaseHook):
                 )
                 break
             cancelled.append(job.id)
+        if cancelled:
+            count(JobMetric.DUPLICATE_CANCELLED, len(cancelled))
         if survivor is not None and (cancelled or (created is not None and survivor.id != created.id)):
             self.log.info(
                 "Fine-tuning jobs with idempotency key %r converge on %s (status %s); cancelled: %s.",

@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowTaskTimeout, conf
 
 from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout, TrueFoundryError
 from airflow_provider_tfy.lineage import record_job, task_lineage
+from airflow_provider_tfy.metrics import JobMetric, count
 from airflow_provider_tfy.models import JobOutcome, status_outcome
 from airflow_provider_tfy.operators._base import HEADER_FIELDS, TrueFoundryBaseOperator, finish, seconds
 from airflow_provider_tfy.operators._interruption import (
@@ -179,6 +180,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         """Wait on ``job`` in the worker or deferred; ``look``: converge again at the first poll."""
         xcom = finish(job)  # a reattached job may have succeeded already: no wait at all
         if xcom is not None:
+            count(JobMetric.ALREADY_SUCCEEDED)
             return self._finished(context, xcom)
         wait = self.wait_timeout.total_seconds() if wait_seconds is None else wait_seconds
         if self.deferrable:
@@ -218,6 +220,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
             survivor.status,
             job.id,
         )
+        count(JobMetric.SWITCHED_TO_SURVIVOR)
         self._track(context, survivor)
         return survivor
 
@@ -351,6 +354,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
             answer = ask_airflow(self._try)
         verdict = kill_verdict(answer, timed_out=timed_out)
         if not verdict.cancel:
+            count(JobMetric.LEFT_RUNNING_ON_KILL)
             self.log.info("Fine-tuning job %s is left running: %s.", job_id, verdict.reason)
             return
         self.log.info("Cancelling fine-tuning job %s: %s.", job_id, verdict.reason)
@@ -359,6 +363,7 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
             if self._job_ended():
                 return
             self.hook.cancel_fine_tuning_job(job_id, **self.header_overrides)
+            count(JobMetric.CANCELLED_ON_KILL)
         except Exception as err:  # on_kill must not raise: the kill's own reason is what counts
             self.log.warning(
                 "Could not cancel fine-tuning job %s after the task was killed: %s. Cancel it at the "
