@@ -17,7 +17,7 @@ from packaging.version import Version
 from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
 
 REFUSED = Version("3.1") <= AIRFLOW_VERSION < Version("3.3")
-RENDERED = AIRFLOW_VERSION >= Version("3.3")
+RENDERED = Version("3.3") <= AIRFLOW_VERSION
 TEMPLATED = "{{ ti.xcom_pull(task_ids='create') }}"
 
 
@@ -35,7 +35,7 @@ def test_without_deferrable_it_is_refused() -> None:
 @pytest.mark.parametrize("job_id", ["ftjob-1", TEMPLATED], ids=["literal", "templated"])
 def test_parse_time_decision(job_id: str) -> None:
     if REFUSED:
-        with pytest.raises(ValueError, match="not supported on Airflow 3.1-3.2"):
+        with pytest.raises(ValueError, match=r"not supported on Airflow 3\.1-3\.2"):
             _sensor(job_id)
     elif job_id == TEMPLATED and not RENDERED:
         with pytest.raises(ValueError, match="takes no templated job_id"):

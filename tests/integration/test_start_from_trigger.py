@@ -179,7 +179,7 @@ def test_start_from_trigger_without_deferrable_is_refused_at_parse_time():
 @pytest.mark.parametrize(
     ("line", "job_id", "phrase"),
     [
-        (None, "ftjob-1", "not supported on Airflow 3.1-3.2"),
+        (None, "ftjob-1", r"not supported on Airflow 3\.1-3\.2"),
         ("literal", "{{ params.job_id }}", "takes no templated job_id"),
         ("literal", "{{ ti.xcom_pull('create') }}", "takes no templated job_id"),
     ],
