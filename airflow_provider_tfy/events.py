@@ -21,6 +21,9 @@ from airflow_provider_tfy.exceptions import (
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 
 TIMEOUT = "timeout"
+# A trigger started from the task (``start_from_trigger``) gets Airflow's trigger timeout this many
+# seconds after its own deadline, so the wait ends with the sensor's timeout event, not Airflow's.
+TIMEOUT_GRACE = 60.0
 ERROR = "error"
 # Another job carries the wait's idempotency key: the operator converges and waits on the survivor.
 CONVERGE = "converge"

@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_tfy.lineage import record_job, task_lineage
 from airflow_provider_tfy.operators._base import HEADER_FIELDS, HOOK_PARAMS, TrueFoundryBaseOperator, finish
-from airflow_provider_tfy.version_compat import run_parent_execute
+from airflow_provider_tfy.version_compat import START_FROM_TRIGGER, run_parent_execute
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -48,6 +48,9 @@ class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator
     :param metadata: ``x-tfy-metadata``, a dict of strings (templated).
     :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param start_from_trigger: with ``deferrable=True``, start the task in the triggerer, without a
+        worker (Airflow 2.10-3.0 and 3.3+; 3.3+ renders the templated fields there, older lines
+        take literal values only). Raises here where Airflow cannot honour it.
     """
 
     template_fields: Sequence[str] = ("job_id", *HEADER_FIELDS)
@@ -58,12 +61,53 @@ class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator
         *,
         job_id: str,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.job_id = job_id
         self.deferrable = deferrable
         self._retry_after = 0.0  # seconds the gateway asked us to wait before the next call
+        if start_from_trigger:
+            self._start_in_triggerer()
+
+    def _start_in_triggerer(self) -> None:
+        # Checked at parse time: where Airflow would silently run the task in a worker instead (or
+        # hand the trigger an unrendered template), the DAG must not load.
+        name = f"{type(self).__name__} {self.task_id!r}: start_from_trigger"
+        if not self.deferrable:
+            raise ValueError(f"{name} needs deferrable=True.")
+        if START_FROM_TRIGGER is None:
+            raise ValueError(f"{name} is not supported on Airflow 3.1-3.2 (it is on 2.10-3.0 and 3.3+).")
+        fields = {"job_id": self.job_id, **self.header_overrides}
+        if not isinstance(self.job_id, str):
+            raise ValueError(f"{name} needs job_id as a string (a literal or a Jinja template).")
+        if START_FROM_TRIGGER == "literal" and any("{{" in str(v) or "{%" in str(v) for v in fields.values()):
+            raise ValueError(
+                f"{name} takes no templated job_id or header arguments on this Airflow: it cannot render "
+                "them in the triggerer (Airflow 3.3+ can). Pass literal values, or drop start_from_trigger."
+            )
+        # Not in the compat provider; the same class from 2.10 to 3.3.
+        from airflow.triggers.base import StartTriggerArgs
+
+        from airflow_provider_tfy.events import TIMEOUT_GRACE
+
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="airflow_provider_tfy.triggers.fine_tuning.TrueFoundryFineTuningJobTrigger",
+            # Rendered in the triggerer (3.3+): those in template_fields are rendered there.
+            trigger_kwargs={
+                **fields,
+                "truefoundry_conn_id": self.truefoundry_conn_id,
+                "poll_interval": self.poke_interval,
+                "timeout": self.timeout,
+                "hook_params": self.hook_params,
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            # Later than the trigger's own deadline: the sensor's timeout message, not Airflow's.
+            timeout=timedelta(seconds=self.timeout + TIMEOUT_GRACE),
+        )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """Ask the gateway once; done on success, raise on failure or cancellation."""

@@ -24,6 +24,7 @@ import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,9 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param deadline: wall-clock time (``time.time()``) at which to give up. Wall clock on purpose:
         the trigger may resume in another triggerer process, where a monotonic clock means nothing.
+    :param timeout: instead of ``deadline``, seconds to wait, for a trigger started from the task
+        (``start_from_trigger``): the deadline is then Airflow's trigger timeout for the task,
+        fixed when it deferred the task, less :data:`..events.TIMEOUT_GRACE`.
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
     :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
     :param last_status: the status the sensor saw last, so only changes are logged.
@@ -68,7 +72,8 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         job_id: str,
         truefoundry_conn_id: str = "truefoundry_default",
         poll_interval: float = 60.0,
-        deadline: float,
+        deadline: float | None = None,
+        timeout: float | None = None,
         hook_params: dict[str, Any] | None = None,
         provider_name: str | None = None,
         provider_model: str | None = None,
@@ -83,7 +88,10 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.job_id = job_id
         self.truefoundry_conn_id = truefoundry_conn_id
         self.poll_interval = float(poll_interval)
-        self.deadline = float(deadline)
+        if deadline is None and timeout is None:
+            raise ValueError("TrueFoundryFineTuningJobTrigger needs a deadline or a timeout.")
+        self.deadline = None if deadline is None else float(deadline)
+        self.timeout = None if timeout is None else float(timeout)
         self.hook_params = dict(hook_params or {})
         self.provider_name = provider_name
         self.provider_model = provider_model
@@ -110,6 +118,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                 "truefoundry_conn_id": self.truefoundry_conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
+                **({} if self.timeout is None else {"timeout": self.timeout}),
                 "hook_params": self.hook_params,
                 "provider_name": self.provider_name,
                 "provider_model": self.provider_model,
@@ -124,10 +133,11 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the job ends (one event), an unrecoverable error, or the deadline."""
+        deadline = self.deadline = self._deadline()
         try:
             connection = await shared_connections.read(self.truefoundry_conn_id)
             # The sensor poked before deferring, so the first poll can wait its turn; see .pacing.
-            await wakeups.after(first_poll_pacer.delay(self.poll_interval, self.deadline))
+            await wakeups.after(first_poll_pacer.delay(self.poll_interval, deadline))
             config, policy, request = self._plan(connection)
             del connection  # not kept through the wait
         except TrueFoundryError as err:
@@ -142,7 +152,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
             yield TriggerEvent(events.error_event(self.job_id, err))
             return
         try:
-            event = await self._poll(session, config, request, policy)
+            event = await self._poll(session, config, request, policy, deadline)
         finally:
             await shared_clients.release(config)
         yield event
@@ -153,6 +163,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         config: protocol.GatewayConfig,
         request: protocol.Request,
         policy: protocol.RetryPolicy,
+        deadline: float,
     ) -> TriggerEvent:
         """Poll until the job ends, an unrecoverable error or the deadline; return the one event."""
         failures = 0
@@ -182,7 +193,7 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
                     looked = others is not None  # a failed look is tried again at the next poll
                 wait = self.poll_interval
                 del answer, job  # not kept through the sleep: the fewer objects per wait, the better
-            remaining = self.deadline - time.time()
+            remaining = deadline - time.time()
             if remaining <= 0:
                 return TriggerEvent(
                     events.timeout_event(
@@ -251,6 +262,20 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.log.info(
             "The task was killed: cancelled fine-tuning job %s; its status is now %s.", job.id, job.status
         )
+
+    def _deadline(self) -> float:
+        if self.deadline is not None:
+            return self.deadline
+        # Started from the task: no sensor code fixed a deadline. Airflow fixed the task's trigger
+        # timeout when it deferred it and hands that to every triggerer running this trigger (3.x:
+        # timeout_after; 2.x: the task instance row), so a takeover keeps the same deadline.
+        ti = getattr(self, "task_instance", None)
+        airflow_timeout = getattr(self, "timeout_after", None) or getattr(ti, "trigger_timeout", None)
+        if airflow_timeout is None:  # run by hand (dag.test(), a test): from now
+            return time.time() + (self.timeout or 0.0)
+        if airflow_timeout.tzinfo is None:  # a naive UTC datetime, as the triggerer itself assumes
+            airflow_timeout = airflow_timeout.replace(tzinfo=UTC)
+        return float(airflow_timeout.timestamp()) - events.TIMEOUT_GRACE
 
     def _plan(
         self, connection: ConnectionFields
