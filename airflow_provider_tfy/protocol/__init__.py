@@ -13,6 +13,7 @@ so the two can never disagree on what an answer means. One module per concern:
 - :mod:`.create`: create arguments, the body and the idempotency key.
 - :mod:`.files`: the file object and the JSONL check before upload.
 - :mod:`.retry`: :class:`RetryPolicy` and :func:`could_have_been_applied`.
+- :mod:`.watch`: which jobs an event watcher reports (:func:`watch_step`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ from airflow_provider_tfy.protocol.retry import (
     RetryPolicy,
     could_have_been_applied,
 )
+from airflow_provider_tfy.protocol.watch import WatchState, covers, read_enough, watch_step
 
 __all__ = [
     "BODY_EXCERPT_CHARS",
@@ -136,6 +138,7 @@ __all__ = [
     "MultipartUpload",
     "Request",
     "RetryPolicy",
+    "WatchState",
     "body_too_large",
     "build_headers",
     "ca_bundle_error",
@@ -143,6 +146,7 @@ __all__ = [
     "carries_metadata",
     "check_status",
     "could_have_been_applied",
+    "covers",
     "create_body",
     "create_not_done",
     "create_outcome_unknown",
@@ -162,6 +166,7 @@ __all__ = [
     "parse_retry_after",
     "positive_number",
     "read_cancel_response",
+    "read_enough",
     "read_file_response",
     "read_job_response",
     "read_jobs_page",
@@ -173,4 +178,5 @@ __all__ = [
     "validate_idempotency_key",
     "validate_job_id",
     "validate_metadata_filter",
+    "watch_step",
 ]
