@@ -6,17 +6,14 @@ few real behaviour differences that layer leaves to providers. Keep it small.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from airflow import __version__ as _airflow_version
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS, get_base_airflow_version_tuple
 
-__all__ = ["AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS", "run_parent_execute"]
+__all__ = ["AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS", "get_base_airflow_version_tuple", "run_parent_execute"]
 
-# Read here, not from the compat provider: its older releases (on Airflow 2.11) lack the flag.
-#: The asset state store (what the event watcher keeps across restarts) came in Airflow 3.3.
-AIRFLOW_V_3_3_PLUS = tuple(map(int, re.findall(r"\d+", _airflow_version)[:2])) >= (3, 3)
+#: The asset state store, where the event watcher keeps what it has seen, came in Airflow 3.3.
+AIRFLOW_V_3_3_PLUS = get_base_airflow_version_tuple() >= (3, 3, 0)
 
 
 def run_parent_execute(parent: Any, context: Any) -> Any:

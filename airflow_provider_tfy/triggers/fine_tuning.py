@@ -31,14 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome, status_outcome
 from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate, wakeups
-from airflow_provider_tfy.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_tfy.version_compat import AIRFLOW_V_3_3_PLUS, get_base_airflow_version_tuple
 
 try:
     from airflow.triggers.base import BaseEventTrigger
@@ -343,9 +342,10 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         self._header_overrides()  # bad header values fail here, when the DAG is parsed
         self._policy()
         if not AIRFLOW_V_3_3_PLUS:
+            running = ".".join(map(str, get_base_airflow_version_tuple()))
             raise TrueFoundryConfigError(
                 f"{where} needs Airflow 3.3 or later, whose asset state store keeps what the watcher "
-                f"has seen across triggerer restarts; this is Airflow {airflow_version}. Use "
+                f"has seen across triggerer restarts; this is Airflow {running}. Use "
                 "TrueFoundryFineTuningJobSensor in a scheduled DAG instead."
             )
         self._floor: float | None = None
