@@ -274,7 +274,13 @@ class AirflowStack:
 
     def wait_for_dags(self) -> None:
         """Wait until every DAG of the folder is parsed, then unpause them all."""
-        expected = {DEFERRABLE_DAG, "systest_deferrable", "systest_deadline", "systest_poke_retry"}
+        expected = {
+            DEFERRABLE_DAG,
+            "systest_deferrable",
+            "systest_deadline",
+            "systest_poke_retry",
+            "systest_watcher_consumer",
+        }
 
         def parsed() -> bool:
             self.check_alive()
