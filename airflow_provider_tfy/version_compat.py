@@ -12,14 +12,21 @@ from airflow.providers.common.compat.version_compat import (
     AIRFLOW_V_3_0_PLUS,
     AIRFLOW_V_3_1_PLUS,
     AIRFLOW_V_3_3_PLUS,
+    get_base_airflow_version_tuple,
 )
 
-__all__ = ["AIRFLOW_V_3_0_PLUS", "START_FROM_TRIGGER", "run_parent_execute"]
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "START_FROM_TRIGGER",
+    "get_base_airflow_version_tuple",
+    "run_parent_execute",
+]
 
 #: How a task's ``start_from_trigger`` works here: "rendered" (3.3+: the triggerer renders the
 #: templated trigger kwargs), "literal" (2.10-3.0: the task starts there, but nothing is rendered),
 #: or None: 3.1-3.2's scheduler has it commented out (apache/airflow#54646) and would silently run
-#: the task in a worker instead.
+#: the task in a worker instead. The asset state store the event watcher needs also came in 3.3.
 START_FROM_TRIGGER = "rendered" if AIRFLOW_V_3_3_PLUS else None if AIRFLOW_V_3_1_PLUS else "literal"
 
 

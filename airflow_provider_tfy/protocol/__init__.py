@@ -13,6 +13,7 @@ so the two can never disagree on what an answer means. One module per concern:
 - :mod:`.create`: create arguments, the body, the idempotency key and which keyed job survives.
 - :mod:`.files`: the file object and the JSONL check before upload.
 - :mod:`.retry`: :class:`RetryPolicy` and :func:`could_have_been_applied`.
+- :mod:`.watch`: which jobs an event watcher reports (:func:`watch_step`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ from airflow_provider_tfy.protocol.retry import (
     RetryPolicy,
     could_have_been_applied,
 )
+from airflow_provider_tfy.protocol.watch import WatchState, covers, read_enough, watch_step
 
 __all__ = [
     "BODY_EXCERPT_CHARS",
@@ -139,6 +141,7 @@ __all__ = [
     "MultipartUpload",
     "Request",
     "RetryPolicy",
+    "WatchState",
     "body_too_large",
     "build_headers",
     "ca_bundle_error",
@@ -147,6 +150,7 @@ __all__ = [
     "check_status",
     "converge",
     "could_have_been_applied",
+    "covers",
     "create_body",
     "create_not_done",
     "create_outcome_unknown",
@@ -166,6 +170,7 @@ __all__ = [
     "parse_retry_after",
     "positive_number",
     "read_cancel_response",
+    "read_enough",
     "read_file_response",
     "read_job_response",
     "read_jobs_page",
@@ -177,4 +182,5 @@ __all__ = [
     "validate_idempotency_key",
     "validate_job_id",
     "validate_metadata_filter",
+    "watch_step",
 ]

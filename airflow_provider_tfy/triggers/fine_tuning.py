@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import json
+import math
 import ssl
 import time
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -32,16 +35,69 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tfy import events, protocol
-from airflow_provider_tfy.exceptions import TrueFoundryError
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome, status_outcome
 from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate, wakeups
+from airflow_provider_tfy.version_compat import AIRFLOW_V_3_3_PLUS, get_base_airflow_version_tuple
+
+try:
+    from airflow.triggers.base import BaseEventTrigger
+except ImportError:  # Airflow 2: no event-driven scheduling; the watcher refuses to be built
+    BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
 
 # on_kill must finish within the triggerer's on_kill_timeout (30 s by default).
 _CANCEL_RETRIES = 2
 _MAX_CANCEL_RETRY_WAIT = 5.0
 
 
-class TrueFoundryFineTuningJobTrigger(BaseTrigger):
+class _GatewayCalls:
+    """What both triggers do alike: settings from their arguments, the connection, the logger."""
+
+    truefoundry_conn_id: str
+    hook_params: dict[str, Any]
+    provider_name: str | None
+    provider_model: str | None
+    vertex_storage_bucket_name: str | None
+    file_purpose: str | None
+    metadata: dict[str, str] | str | None
+
+    @property
+    def log(self) -> Any:
+        """The class's logger, shared by every wait: the same logger by name and routing (the
+        triggerer routes a trigger's lines by context variables), one object instead of one per
+        wait (Airflow 3 builds a logger per instance)."""
+        return type(self).logger()  # type: ignore[attr-defined]  # BaseTrigger's LoggingMixin
+
+    def _policy(self) -> protocol.RetryPolicy:
+        return protocol.RetryPolicy.from_params(
+            max_retries=self.hook_params.get("max_retries"),
+            retry_delay=self.hook_params.get("retry_delay"),
+        )
+
+    def _header_overrides(self) -> protocol.HeaderOptions:
+        return protocol.header_options(
+            provider_name=self.provider_name,
+            provider_model=self.provider_model,
+            vertex_storage_bucket_name=self.vertex_storage_bucket_name,
+            file_purpose=self.file_purpose,
+            metadata=self.metadata,
+        )
+
+    async def _config(self) -> protocol.GatewayConfig:
+        return self._config_from(await shared_connections.read(self.truefoundry_conn_id))
+
+    def _config_from(self, connection: ConnectionFields) -> protocol.GatewayConfig:
+        host, password, extra = connection
+        return protocol.gateway_config(
+            self.truefoundry_conn_id,
+            host=host,
+            password=password,
+            extra=extra,
+            timeout=self.hook_params.get("timeout"),
+        )
+
+
+class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
     """Poll a fine-tuning job until it ends or the deadline passes; yield exactly one event.
 
     Holds only primitives (never the key): the connection is read inside ``run()``.
@@ -101,13 +157,6 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         self.last_status = last_status
         self.cancel_on_kill = bool(cancel_on_kill)
         self.idempotency_key = idempotency_key
-
-    @property
-    def log(self) -> Any:
-        """The class's logger, shared by every wait: the same logger by name and routing (the
-        triggerer routes a trigger's lines by context variables), one object instead of one per
-        wait (Airflow 3 builds a logger per instance)."""
-        return type(self).logger()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs; the deadline is absolute, so it survives a restart."""
@@ -283,33 +332,228 @@ class TrueFoundryFineTuningJobTrigger(BaseTrigger):
         config = self._config_from(connection)
         return config, self._policy(), protocol.job_request(config, self.job_id, self._header_overrides())
 
-    def _policy(self) -> protocol.RetryPolicy:
-        return protocol.RetryPolicy.from_params(
-            max_retries=self.hook_params.get("max_retries"),
-            retry_delay=self.hook_params.get("retry_delay"),
+
+_STATUSES = ("succeeded", "failed", "cancelled")
+_HOOK_PARAMS = frozenset({"timeout", "max_retries", "retry_delay"})
+# Reported jobs are recorded this long after their events leave the trigger: the triggerer
+# stores events about once a second, so a crash in between repeats a report, never loses one.
+_RECORD_DELAY = 3.0
+# What the watchers sharing a poll need read: stream key -> {watcher: its floor}.
+_shared_floors: dict[Hashable, dict[int, float | None]] = {}
+
+
+class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
+    """Report each fine-tuning job that ends, once: an event trigger for an ``AssetWatcher``.
+
+    Each job reaching one of ``statuses`` after the watcher first started gives one event whose
+    payload is the job as the sensor returns it (``FineTuningJob.to_xcom()``). Jobs that had ended
+    before are never reported. What the watcher has seen lives in the asset's state store, so a
+    restart or a takeover by another triggerer reports what ended meanwhile, and nothing twice
+    (unless the triggerer dies within seconds of a report: see ``docs/watcher.md``). Needs
+    Airflow 3.3 or later.
+
+    :param truefoundry_conn_id: the TrueFoundry connection.
+    :param statuses: the end states to report: any of ``succeeded``, ``failed``, ``cancelled``.
+    :param job_metadata: report only jobs whose metadata holds every one of these pairs.
+    :param poll_interval: seconds between polls.
+    :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
+    :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        truefoundry_conn_id: str = "truefoundry_default",
+        statuses: list[str] | tuple[str, ...] = ("succeeded",),
+        job_metadata: dict[str, str] | None = None,
+        poll_interval: float = 60.0,
+        hook_params: dict[str, Any] | None = None,
+        provider_name: str | None = None,
+        provider_model: str | None = None,
+        vertex_storage_bucket_name: str | None = None,
+        file_purpose: str | None = None,
+        metadata: dict[str, str] | str | None = None,
+    ) -> None:
+        super().__init__()
+        where = type(self).__name__
+        if isinstance(statuses, str) or not statuses or not set(statuses) <= set(_STATUSES):
+            raise TrueFoundryConfigError(
+                f"{where}: statuses must be a non-empty list of end states out of {list(_STATUSES)}, "
+                f"e.g. ['succeeded']; got {statuses!r}."
+            )
+        unknown = set(hook_params or {}) - _HOOK_PARAMS
+        if unknown:
+            raise TrueFoundryConfigError(
+                f"{where}: hook_params has unknown keys {sorted(unknown)}; it takes {sorted(_HOOK_PARAMS)}."
+            )
+        self.truefoundry_conn_id = truefoundry_conn_id
+        self.statuses = sorted(set(statuses))
+        self.job_metadata = protocol.validate_metadata_filter(job_metadata)
+        self.poll_interval = protocol.positive_number(poll_interval, "poll_interval", where)
+        self.hook_params = dict(hook_params or {})
+        self.provider_name = provider_name
+        self.provider_model = provider_model
+        self.vertex_storage_bucket_name = vertex_storage_bucket_name
+        self.file_purpose = file_purpose
+        self.metadata = metadata
+        self._header_overrides()  # bad header values fail here, when the DAG is parsed
+        self._policy()
+        if not AIRFLOW_V_3_3_PLUS:
+            running = ".".join(map(str, get_base_airflow_version_tuple()))
+            raise TrueFoundryConfigError(
+                f"{where} needs Airflow 3.3 or later, whose asset state store keeps what the watcher "
+                f"has seen across triggerer restarts; this is Airflow {running}. Use "
+                "TrueFoundryFineTuningJobSensor in a scheduled DAG instead."
+            )
+        self._floor: float | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and primitive kwargs (never the key)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "truefoundry_conn_id": self.truefoundry_conn_id,
+                "statuses": self.statuses,
+                "job_metadata": self.job_metadata,
+                "poll_interval": self.poll_interval,
+                "hook_params": self.hook_params,
+                "provider_name": self.provider_name,
+                "provider_model": self.provider_model,
+                "vertex_storage_bucket_name": self.vertex_storage_bucket_name,
+                "file_purpose": self.file_purpose,
+                "metadata": self.metadata,
+            },
         )
 
-    def _header_overrides(self) -> protocol.HeaderOptions:
-        return protocol.header_options(
-            provider_name=self.provider_name,
-            provider_model=self.provider_model,
-            vertex_storage_bucket_name=self.vertex_storage_bucket_name,
-            file_purpose=self.file_purpose,
-            metadata=self.metadata,
-        )
+    def shared_stream_key(self) -> Hashable:
+        """Watchers of one gateway account and polling alike share one poll (Airflow 3.3)."""
+        kwargs = self.serialize()[1]
+        del kwargs["statuses"], kwargs["job_metadata"]  # each watcher filters the shared pages itself
+        return ("truefoundry-fine-tuning-jobs", json.dumps(kwargs, sort_keys=True))
 
-    async def _config(self) -> protocol.GatewayConfig:
-        return self._config_from(await shared_connections.read(self.truefoundry_conn_id))
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        """Poll for the group: each item is the jobs read and how far down (see :meth:`_pages`)."""
+        watcher = cls(**kwargs)
+        floors = _shared_floors.setdefault(watcher.shared_stream_key(), {})
 
-    def _config_from(self, connection: ConnectionFields) -> protocol.GatewayConfig:
-        host, password, extra = connection
-        return protocol.gateway_config(
-            self.truefoundry_conn_id,
-            host=host,
-            password=password,
-            extra=extra,
-            timeout=self.hook_params.get("timeout"),
+        def need() -> float | None:  # the oldest floor any watcher needs; one page while none said
+            values = list(floors.values())
+            return (
+                math.inf
+                if not values
+                else None
+                if None in values
+                else min(v for v in values if v is not None)
+            )
+
+        async for pages in watcher._polls(need, {}):
+            yield pages
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        """This watcher's events from the group's polls, with its own filter and state."""
+        floors = _shared_floors.setdefault(self.shared_stream_key(), {})
+        async for event in self._watch(shared_stream, floors):
+            yield event
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll on its own: each poll reads pages down to the oldest job still watched."""
+        async for event in self._watch(self._polls(lambda: self._floor, self.job_metadata), {}):
+            yield event
+
+    async def _watch(
+        self, polls: AsyncIterator[Any], floors: dict[int, float | None]
+    ) -> AsyncIterator[TriggerEvent]:
+        stores = self._stores()
+        key = (
+            "truefoundry-watch-"
+            + hashlib.sha256(
+                json.dumps([self.truefoundry_conn_id, self.job_metadata], sort_keys=True).encode()
+            ).hexdigest()[:16]
         )
+        state = None
+        for store in stores:
+            state = state or protocol.WatchState.from_json(await store.aget(key))
+        self._floor = floors[id(self)] = None if state is None else state.floor
+        try:
+            async for jobs, end in polls:
+                if not protocol.covers(end, self._floor):
+                    continue  # the group's poll did not read down to our oldest job: the next will
+                reported, new = protocol.watch_step(
+                    state, jobs, statuses=self.statuses, job_metadata=self.job_metadata
+                )
+                for job in reported:
+                    self.log.info("Fine-tuning job %s ended: %s", job.id, job.progress_summary())
+                    yield TriggerEvent(job.to_xcom())
+                if new != state:
+                    if reported:
+                        await asyncio.sleep(min(_RECORD_DELAY, self.poll_interval))
+                    for store in stores:
+                        await store.aset(key, new.to_json())
+                    state = new
+                self._floor = floors[id(self)] = state.floor if state else None
+        finally:
+            floors.pop(id(self), None)
+
+    def _stores(self) -> list[Any]:
+        store = self.asset_state_store
+        if store is None:
+            raise TrueFoundryConfigError(
+                f"{type(self).__name__} keeps what it has seen in its asset's state store, which the "
+                "triggerer gives only to a watcher of an asset: use it in an AssetWatcher (Airflow 3.3+)."
+            )
+        # A watcher shared by several assets keeps its state in each (one accessor per asset).
+        many = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
+        return many if len(many) > 1 else [store]
+
+    async def _polls(
+        self, floor: Callable[[], float | None], job_metadata: dict[str, str]
+    ) -> AsyncIterator[tuple[list[FineTuningJob], float | None]]:
+        """Every ``poll_interval``: (jobs read newest first, ``created_at`` of the last, or None if
+        the list ended). Transient trouble is retried, then polled again; the rest raises."""
+        config, policy = await self._config(), self._policy()
+        overrides, failures = self._header_overrides(), 0
+        session = await shared_clients.acquire(config)
+        try:
+            while True:
+                await poll_gate.turn()
+                try:
+                    pages = await self._pages(session, config, floor(), job_metadata, overrides)
+                except TrueFoundryError as err:
+                    if not err.retryable:
+                        raise
+                    failures += 1
+                    wait = policy.wait_after_failure(failures, err, self.poll_interval)
+                    self.log.warning("Listing fine-tuning jobs failed (%s); next try in %.1f s.", err, wait)
+                else:
+                    failures, wait = 0, self.poll_interval
+                    yield pages
+                    del pages
+                await wakeups.after(wait)
+        finally:
+            await shared_clients.release(config)
+
+    async def _pages(
+        self,
+        session: aiohttp.ClientSession,
+        config: protocol.GatewayConfig,
+        floor: float | None,
+        job_metadata: dict[str, str],
+        overrides: protocol.HeaderOptions,
+    ) -> tuple[list[FineTuningJob], float | None]:
+        jobs: list[FineTuningJob] = []
+        after = None
+        while True:
+            request = protocol.list_request(
+                config, protocol.MAX_LIST_LIMIT, after=after, job_metadata=job_metadata, overrides=overrides
+            )
+            page, has_more = protocol.read_jobs_page(config, request, *await send(session, request))
+            jobs += page
+            after = protocol.next_page_after(page, has_more, after)
+            if after is None:
+                return jobs, None
+            if protocol.read_enough(floor, page):
+                return jobs, page[-1].created_at or 0
 
 
 #: What the trigger needs of a connection: host, password and the extra as a dict.

@@ -280,6 +280,7 @@ class AirflowStack:
             "systest_deadline",
             "systest_poke_retry",
             "systest_start_from_trigger",
+            "systest_watcher_consumer",
         }
 
         def parsed() -> bool:
