@@ -31,12 +31,18 @@ if AIRFLOW_V_3_3_PLUS:
     )
 
     @task
-    def evaluate_model() -> str:
-        """Stand-in for the evaluation: the job that triggered this run names the model."""
-        events = get_current_context()["triggering_asset_events"][TEAM_MODELS]
-        job = events[-1].extra["payload"]
-        print(f"Evaluating {job['fine_tuned_model']} (job {job['id']}, {job['trained_tokens']} tokens)")
-        return str(job["fine_tuned_model"])
+    def evaluate_models() -> list[str]:
+        """Stand-in for the evaluation: each job reported since the last run names a model.
+
+        Airflow starts one run for the asset events that arrived since the previous run was
+        created: one job as a rule, several when jobs end close together, so evaluate them all.
+        """
+        models = []
+        for event in get_current_context()["triggering_asset_events"][TEAM_MODELS]:
+            job = event.extra["payload"]
+            print(f"Evaluating {job['fine_tuned_model']} (job {job['id']}, {job['trained_tokens']} tokens)")
+            models.append(str(job["fine_tuned_model"]))
+        return models
 
     with DAG(
         dag_id="example_truefoundry_model_watcher",
@@ -45,4 +51,4 @@ if AIRFLOW_V_3_3_PLUS:
         catchup=False,
         tags=["truefoundry", "example"],
     ) as watcher_dag:
-        evaluate_model()
+        evaluate_models()
