@@ -42,6 +42,7 @@ from collections.abc import Iterator
 import pytest
 from airflow_stack import AirflowStack, free_port, stack_environment
 from postgres import PostgresCluster
+from redis_broker import RedisServer
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
@@ -56,18 +57,21 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     # A fixed port, so that a test can stop the simulator and start it again where it was.
     simulator = GatewaySimulator(api_key=api_key, port=free_port()).start()
     postgres = PostgresCluster(free_port())
+    broker = RedisServer(free_port())
     stack: AirflowStack | None = None
     problems: list[str] = []
     try:
         postgres.start()
+        broker.start()
         port = free_port()
         stack = AirflowStack(
             base=base,
-            env=stack_environment(base, port, simulator, postgres.url),
+            env=stack_environment(base, port, simulator, postgres.url, broker.url),
             port=port,
             simulator=simulator,
             api_key=api_key,
             postgres=postgres,
+            broker=broker,
         )
         stack.prepare()
         stack.start()
@@ -83,6 +87,11 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
                 problems.append(f"the API key is in these files: {leaking}")
         if postgres.process is not None and stack is not None and api_key in postgres.dump():
             problems.append("the API key is in the metadata database")
+        broker_leftovers = broker.stop()
+        if broker_leftovers:
+            problems.append(f"Redis processes survived teardown (now killed): {broker_leftovers}")
+        if broker.base.exists():
+            problems.append(f"the Redis folder {broker.base} is still there")
         cluster_leftovers = postgres.stop()
         if cluster_leftovers:
             problems.append(f"PostgreSQL processes survived teardown (now killed): {cluster_leftovers}")
