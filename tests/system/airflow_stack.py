@@ -1,10 +1,16 @@
-"""A production-shaped Airflow stack on loopback: PostgreSQL, LocalExecutor, two triggerers.
+"""A production-shaped Airflow stack on loopback: CeleryExecutor, two workers, two triggerers.
 
-api-server, scheduler, dag-processor and two triggerers run as separate processes against a
-private PostgreSQL cluster (:mod:`postgres`), in a fresh ``AIRFLOW_HOME``, parsing a DAGs folder
-made of ``example_dags/`` and ``tests/system/dags/``. Their gateway is a :class:`GatewaySimulator`
-in this test process, started first on a fixed free port (so it can be stopped and started again
-on the same port) so that its URL and key can go into the processes' environment.
+api-server, scheduler, dag-processor, two triggerers and two Celery workers (``worker-1`` and
+``worker-2``, ``airflow celery worker``) run as separate processes against a private PostgreSQL
+cluster (:mod:`postgres`: the metadata database and Celery's result backend) and a private Redis
+server (:mod:`redis_broker`: the broker), in a fresh ``AIRFLOW_HOME``, parsing a DAGs folder made
+of ``example_dags/`` and ``tests/system/dags/``. Their gateway is a :class:`GatewaySimulator` in
+this test process, started first on a fixed free port (so it can be stopped and started again on
+the same port) so that its URL and key can go into the processes' environment.
+
+A task runs in a worker's pool process, which is the task's supervisor; the task's code runs in
+the supervisor's child (:meth:`AirflowStack.task_process` finds both). Workers serve no logs: the
+api-server reads the task logs from the shared ``AIRFLOW_HOME``.
 
 The connection is given as ``AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT`` in that environment rather than
 created with ``POST /api/v2/connections``: it exists before any process starts, it reaches the
@@ -12,10 +18,11 @@ task workers and the triggerers alike through the same secrets-backend lookup, i
 out of the metadata DB, and it is exactly what ``python -m airflow_provider_tfy.testing`` tells
 users to export.
 
-Every process gets its own session (hence process group) and log file; teardown stops them as
-``/work/shared/notes/airflow-real-stack.md`` prescribes (SIGTERM each leader, wait, then SIGKILL
-each group) and then looks for any process still in their sessions or carrying this
-``AIRFLOW_HOME``. See ``conftest.py`` for the helpers tests use.
+Every process gets its own session (hence process group) and log file. Teardown SIGTERMs each
+leader, never whole groups at once (a group-wide SIGTERM once hung the scheduler), waits for them
+all, then SIGKILLs each group; it then looks for any process still in their sessions or carrying
+this ``AIRFLOW_HOME`` (task processes make process groups of their own, but stay in the
+session). See ``conftest.py`` for the helpers tests use.
 """
 
 from __future__ import annotations
@@ -169,7 +176,7 @@ def stack_processes(home: Path, sessions: set[int]) -> list[tuple[int, str]]:
     A process belongs if it is in one of ``sessions`` (each Airflow process was started as a
     session leader; workers and task processes stay in that session even when they make their own
     process group) or if its environment or command line names ``home``. The session test is
-    needed: the api-server and the LocalExecutor workers call setproctitle, which overwrites the
+    needed: the api-server and the Celery workers call setproctitle, which overwrites the
     memory that ``/proc/<pid>/environ`` and ``cmdline`` show.
     """
     marker = str(home).encode()
