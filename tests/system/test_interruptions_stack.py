@@ -230,7 +230,7 @@ def test_marking_the_waiting_task_failed_cancels_its_job_once(stack: AirflowStac
     assert stack.simulator.cancel_requests(job.id) == 1
     assert stack.simulator.get_job(job.id).status == "cancelled"
     assert len(run.jobs) == 1
-    assert f"cancelling fine-tuning job {job.id}" in run.log(1)
+    assert f"Asked the gateway to cancel fine-tuning job {job.id}" in run.log(1)
 
 
 # -- 4. a frozen worker's try is replaced ----------------------------------------------------
