@@ -198,9 +198,11 @@ def test_a_warm_worker_shutdown_lets_the_waiting_task_finish(stack: AirflowStack
         assert stack.simulator.cancel_requests(job.id) == 0
 
         run.finish(job)
-        run.check_success(job)
-        # The worker exits once its task is done.
+        # The worker exits once its task is done; its successor starts while the run ends.
         assert proc.wait(timeout=STOP_TIMEOUT) == 0
+        stack.start_process(worker)
+        run.check_success(job)
+        stack.wait_for_worker(worker)
     finally:
         if worker not in stack.processes:
             stack.restart(worker)  # the stack has two workers again for the next tests
