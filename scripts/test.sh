@@ -14,6 +14,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &
   echo "Installing Debian's postgresql for the system tests" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+# The system tests' Celery workers use a private Redis server (Debian's) as their broker.
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "Installing Debian's redis-server for the system tests" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 # The other Airflow lines' environments download (network-bound) while the main suite runs.
 compat_log="$(mktemp)"
 bash scripts/compat.sh prepare all >"$compat_log" 2>&1 &

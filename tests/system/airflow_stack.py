@@ -1,10 +1,16 @@
-"""A production-shaped Airflow stack on loopback: PostgreSQL, LocalExecutor, two triggerers.
+"""A production-shaped Airflow stack on loopback: CeleryExecutor, two workers, two triggerers.
 
-api-server, scheduler, dag-processor and two triggerers run as separate processes against a
-private PostgreSQL cluster (:mod:`postgres`), in a fresh ``AIRFLOW_HOME``, parsing a DAGs folder
-made of ``example_dags/`` and ``tests/system/dags/``. Their gateway is a :class:`GatewaySimulator`
-in this test process, started first on a fixed free port (so it can be stopped and started again
-on the same port) so that its URL and key can go into the processes' environment.
+api-server, scheduler, dag-processor, two triggerers and two Celery workers (``worker-1`` and
+``worker-2``, ``airflow celery worker``) run as separate processes against a private PostgreSQL
+cluster (:mod:`postgres`: the metadata database and Celery's result backend) and a private Redis
+server (:mod:`redis_broker`: the broker), in a fresh ``AIRFLOW_HOME``, parsing a DAGs folder made
+of ``example_dags/`` and ``tests/system/dags/``. Their gateway is a :class:`GatewaySimulator` in
+this test process, started first on a fixed free port (so it can be stopped and started again on
+the same port) so that its URL and key can go into the processes' environment.
+
+A task runs in a worker's pool process, which is the task's supervisor; the task's code runs in
+the supervisor's child (:meth:`AirflowStack.task_process` finds both). Workers serve no logs: the
+api-server reads the task logs from the shared ``AIRFLOW_HOME``.
 
 The connection is given as ``AIRFLOW_CONN_TRUEFOUNDRY_DEFAULT`` in that environment rather than
 created with ``POST /api/v2/connections``: it exists before any process starts, it reaches the
@@ -12,10 +18,11 @@ task workers and the triggerers alike through the same secrets-backend lookup, i
 out of the metadata DB, and it is exactly what ``python -m airflow_provider_tfy.testing`` tells
 users to export.
 
-Every process gets its own session (hence process group) and log file; teardown stops them as
-``/work/shared/notes/airflow-real-stack.md`` prescribes (SIGTERM each leader, wait, then SIGKILL
-each group) and then looks for any process still in their sessions or carrying this
-``AIRFLOW_HOME``. See ``conftest.py`` for the helpers tests use.
+Every process gets its own session (hence process group) and log file. Teardown SIGTERMs each
+leader, never whole groups at once (a group-wide SIGTERM once hung the scheduler), waits for them
+all, then SIGKILLs each group; it then looks for any process still in their sessions or carrying
+this ``AIRFLOW_HOME`` (task processes make process groups of their own, but stay in the
+session). See ``conftest.py`` for the helpers tests use.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -41,6 +49,7 @@ import requests
 from airflow_cli import run_airflow
 from cryptography.fernet import Fernet
 from postgres import PostgresCluster
+from redis_broker import RedisServer
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
@@ -52,16 +61,46 @@ SENSOR = "wait_for_fine_tuning"
 REGISTER = "register_model"
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 
+WORKERS = ("worker-1", "worker-2")
+#: Task slots per Celery worker (prefork pool processes); a deferred task holds none.
+WORKER_CONCURRENCY = 4
+
 PROCESSES: dict[str, list[str]] = {
     # The API server's command line is completed with host and port in start_process().
     "api-server": ["api-server", "--workers", "1"],
     "scheduler": ["scheduler", "--skip-serve-logs"],
     "dag-processor": ["dag-processor"],
     **{name: ["triggerer", "--skip-serve-logs"] for name in TRIGGERERS},
+    # Two Celery workers on one host: distinct node names, and no log server (both would want
+    # port 8793; the api-server reads the task logs from the shared AIRFLOW_HOME). No mingle or
+    # gossip: nothing to sync between two workers that start empty, and a faster start.
+    **{
+        name: [
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"{name}@%h",
+            "--concurrency",
+            str(WORKER_CONCURRENCY),
+            "--skip-serve-logs",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        for name in WORKERS
+    },
 }
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
 RUN_TIMEOUT = 180.0
+
+# How long a running try may go without a heartbeat before the scheduler fails it (and, with
+# retries left, runs it again). Airflow's default of 300 s would make the frozen-worker scenario
+# (test_interruptions_stack.py) wait five minutes; live task processes heartbeat every second
+# (``[workers] min_heartbeat_interval`` below), so 20 s still leaves a busy machine a wide margin.
+# The scheduler looks for such tries every 10 s by default: every 2 s instead, so that the
+# scenario waits ~20 s, not up to 30.
+TASK_HEARTBEAT_TIMEOUT = 20
+TASK_HEARTBEAT_TIMEOUT_CHECK_SECONDS = 2
 
 # Failover settings, lowered for a test. A triggerer takes over the triggers of a peer whose
 # heartbeat is older than the threshold (Airflow's defaults: 5 s heartbeat, 30 s threshold, so a
@@ -137,7 +176,7 @@ def stack_processes(home: Path, sessions: set[int]) -> list[tuple[int, str]]:
     A process belongs if it is in one of ``sessions`` (each Airflow process was started as a
     session leader; workers and task processes stay in that session even when they make their own
     process group) or if its environment or command line names ``home``. The session test is
-    needed: the api-server and the LocalExecutor workers call setproctitle, which overwrites the
+    needed: the api-server and the Celery workers call setproctitle, which overwrites the
     memory that ``/proc/<pid>/environ`` and ``cmdline`` show.
     """
     marker = str(home).encode()
@@ -159,6 +198,7 @@ class AirflowStack:
     simulator: GatewaySimulator
     api_key: str
     postgres: PostgresCluster
+    broker: RedisServer
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: Every pid that ever led a stack process (restarted ones too): their sessions are the stack's.
     sessions: set[int] = field(default_factory=set)
@@ -168,6 +208,8 @@ class AirflowStack:
     #: Seconds since the fixture began, per milestone (migrated, api, ...): for reports.
     timings: dict[str, float] = field(default_factory=dict)
     _log_handles: list[IO[bytes]] = field(default_factory=list)
+    #: The size of each process log when that process was last started: where its run begins.
+    _log_offsets: dict[str, int] = field(default_factory=dict)
     _session: requests.Session = field(default_factory=requests.Session)
     _t0: float = field(default_factory=time.monotonic)
     _db: Any = None
@@ -219,6 +261,7 @@ class AirflowStack:
             args = [*args, "--host", "127.0.0.1", "--port", str(self.port)]
         handle = self.process_log(name).open("ab")
         self._log_handles.append(handle)
+        self._log_offsets[name] = os.fstat(handle.fileno()).st_size
         proc = subprocess.Popen(
             [str(AIRFLOW_BIN), *args],
             env=self.env,
@@ -246,6 +289,8 @@ class AirflowStack:
         self.start_process(TRIGGERERS[1])
         self.triggerer_jobs[TRIGGERERS[1]] = self.wait_for_new_triggerer(set(self.triggerer_jobs.values()))
         wait_until(lambda: self.alive_jobs("SchedulerJob"), STARTUP_TIMEOUT, "the scheduler's heartbeat")
+        for name in WORKERS:
+            self.wait_for_worker(name)
         self.wait_for_dags()
         self.mark("ready")
 
@@ -271,6 +316,21 @@ class AirflowStack:
         job_id = wait_until(new_job, STARTUP_TIMEOUT, "a new triggerer's heartbeat")
         self.mark(f"triggerer job {job_id}")
         return job_id
+
+    def wait_for_worker(self, name: str) -> None:
+        """Wait until a Celery worker (started last by :meth:`start_process`) consumes its queue:
+        Celery logs ``<node name> ready.`` once connected to the broker with its pool up."""
+
+        pattern = re.compile(rf"{re.escape(name)}@\S+ ready\.".encode())
+
+        def ready() -> bool:
+            self.check_alive()
+            with self.process_log(name).open("rb") as log:
+                log.seek(self._log_offsets[name])
+                return bool(pattern.search(log.read()))
+
+        wait_until(ready, STARTUP_TIMEOUT, f"the Celery worker {name} to be ready")
+        self.mark(name)
 
     def wait_for_dags(self) -> None:
         """Wait until every DAG of the folder is parsed, then unpause them all."""
@@ -312,10 +372,19 @@ class AirflowStack:
             for name in self.processes
         )
 
-    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, *, group: bool = True) -> int:
+    def kill(
+        self,
+        name: str,
+        sig: signal.Signals = signal.SIGKILL,
+        *,
+        group: bool = True,
+        wait: float | None = STOP_TIMEOUT,
+    ) -> subprocess.Popen[bytes]:
         """Send ``sig`` to a process (its whole process group by default) and reap it.
 
-        The process is forgotten: :meth:`check_alive` no longer expects it. Returns its pid.
+        The process is forgotten: :meth:`check_alive` no longer expects it. With ``wait=None``
+        the call returns at once (a Celery worker's warm shutdown ends when its tasks do): the
+        caller waits on the returned process.
         """
         proc = self.processes.pop(name)
         with contextlib.suppress(ProcessLookupError):
@@ -323,16 +392,37 @@ class AirflowStack:
                 os.killpg(proc.pid, sig)
             else:
                 proc.send_signal(sig)
-        proc.wait(timeout=STOP_TIMEOUT)
+        if wait is not None:
+            proc.wait(timeout=wait)
         self.triggerer_jobs.pop(name, None)
-        return proc.pid
+        return proc
 
     def restart(self, name: str) -> None:
-        """Start a process again (after :meth:`kill`); for a triggerer, wait for its new job id."""
+        """Start a process again (after :meth:`kill`); wait for a triggerer's new job id, or for
+        a Celery worker to be ready."""
         known = set(self.triggerer_jobs.values())
         self.start_process(name)
         if name in TRIGGERERS:
             self.triggerer_jobs[name] = self.wait_for_new_triggerer(known)
+        if name in WORKERS:
+            self.wait_for_worker(name)
+
+    def session_pids(self, name: str) -> list[int]:
+        """Every live process in the session of a running stack process: for a Celery worker,
+        its main process, its pool, the task supervisors and the task processes."""
+        leader = self.processes[name].pid
+        return [
+            pid for pid, _, state, _, session, _, _ in proc_entries() if session == leader and state != "Z"
+        ]
+
+    def signal_session(self, name: str, sig: signal.Signals) -> list[int]:
+        """Send ``sig`` to every process in a stack process's session (task processes make groups
+        of their own, so ``killpg`` of the leader's group would miss them); return their pids."""
+        pids = self.session_pids(name)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
 
     def running_processes(self) -> list[tuple[int, str]]:
         """Every live process of this stack: the leaders and all their descendants."""
@@ -541,24 +631,51 @@ class AirflowStack:
 
     # -- processes of tasks ----------------------------------------------------------------
 
-    def task_runner_pid(self, dag_id: str, run_id: str, task_id: str) -> int | None:
-        """The pid of the process running one task instance's code now, if there is one.
+    def task_process(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None
+    ) -> tuple[int, int, int] | None:
+        """(supervisor pid, task runner pid, session) of one task instance's running try (of
+        ``try_number``, else of any try), if any.
 
-        A LocalExecutor worker runs each task under a supervisor process, which holds the task's
-        log file open (its path names the dag, run and task; no command line does); the task's
-        own code runs in the supervisor's child. Killing that child is a worker crash.
+        A Celery worker's pool process runs each task as its supervisor: it holds the task's log
+        file open (its path names the dag, run and task; no command line does) for as long as the
+        try runs, and the task's own code runs in the supervisor's child. The session is the
+        worker's (its main process's pid: see :meth:`worker_of`).
         """
         needle = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/"
+        if try_number is not None:
+            needle += f"attempt={try_number}.log"
         entries = [(pid, ppid, state, session) for pid, ppid, state, _, session, _, _ in proc_entries()]
-        supervisors = set()
+        holders = {}
         for pid, _, state, session in entries:
             if state == "Z" or session not in self.sessions:
                 continue
             with contextlib.suppress(OSError):
                 if any(needle in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                    supervisors.add(pid)
-        children = [pid for pid, ppid, state, _ in entries if ppid in supervisors and state != "Z"]
-        return children[0] if children else None
+                    holders[pid] = session
+        # The task runner may hold the log too (inherited); the supervisor is the holder whose
+        # child is a holder or, once the child closed it, the one holder with a live child.
+        for pid, ppid, state, _ in entries:
+            if ppid in holders and state != "Z":
+                return ppid, pid, holders[ppid]
+        return None
+
+    def task_runner_pid(self, dag_id: str, run_id: str, task_id: str) -> int | None:
+        """The pid of the process running one task instance's code now, if there is one.
+
+        Killing it is a worker crash (the supervisor reports the try failed); see
+        :meth:`task_process`.
+        """
+        found = self.task_process(dag_id, run_id, task_id)
+        return found[1] if found else None
+
+    def worker_of(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str | None:
+        """The name of the Celery worker (``worker-1``/``worker-2``) running a task now, if any."""
+        found = self.task_process(dag_id, run_id, task_id, try_number)
+        if found is None:
+            return None
+        leaders = {proc.pid: name for name, proc in self.processes.items()}
+        return leaders.get(found[2])
 
     # -- secrets ---------------------------------------------------------------------------
 
@@ -572,7 +689,7 @@ class AirflowStack:
 
 
 def stack_environment(
-    base: Path, port: int, simulator: GatewaySimulator, database_url: str
+    base: Path, port: int, simulator: GatewaySimulator, database_url: str, broker_url: str
 ) -> dict[str, str]:
     """The Airflow processes' environment: inherited AIRFLOW* variables stripped, then set anew."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("TFY_")}
@@ -583,8 +700,19 @@ def stack_environment(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(base / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
+        AIRFLOW__CELERY__BROKER_URL=broker_url,
+        # Celery's task states go to the metadata database (SQLAlchemy, its default driver).
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+{database_url}",
+        AIRFLOW__CELERY__WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
+        # The scheduler gives Redis 1 s by default to take a task; a busy 2-core machine can be
+        # slower, and a send that times out is only tried again at the next scheduler loop.
+        AIRFLOW__CELERY__OPERATION_TIMEOUT="10",
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=str(TASK_HEARTBEAT_TIMEOUT),
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL=str(
+            TASK_HEARTBEAT_TIMEOUT_CHECK_SECONDS
+        ),
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__API__BASE_URL=base_url,
@@ -595,10 +723,10 @@ def stack_environment(
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
         # Task processes heartbeat every second: see the race notes in test_real_stack.py.
         AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
-        # LocalExecutor forks this many workers up front; deferred tasks hold none of them. More
-        # task processes starting at once only queue up on two cores and on the one api-server
-        # worker, whose execution API every task start and heartbeat goes through.
-        AIRFLOW__CORE__PARALLELISM="8",
+        # At most this many tasks running at once, as the two workers' slots (deferred tasks hold
+        # none). More task processes starting at once only queue up on two cores and on the one
+        # api-server worker, whose execution API every task start and heartbeat goes through.
+        AIRFLOW__CORE__PARALLELISM=str(WORKER_CONCURRENCY * len(WORKERS)),
         # A task's calls to the execution API give up after 5 s by default (5 tries); on a busy
         # 2-core CI machine the api-server can take longer, which fails the task before it runs.
         AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",

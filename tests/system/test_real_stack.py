@@ -1,13 +1,13 @@
 """Deferred and poke waits on the production-shaped stack, through the crashes users meet.
 
-One stack serves every test (see conftest.py): PostgreSQL, LocalExecutor, two triggerers. Each
-scenario asserts its outcome and an upper bound on the gateway requests it cost.
+One stack serves every test (see conftest.py): PostgreSQL, CeleryExecutor with two workers, two
+triggerers. Each scenario asserts its outcome and an upper bound on the gateway requests it cost.
 
 The jobs here stay ``running`` until the test ends them (``set_job``), and a test ends them only
 once every sensor is deferred and its trigger has polled a few times. That is what makes 20
-concurrent deferrals reliable: the upstream scheduler race (apache/airflow #72716, #71580; see
-/work/shared/notes/airflow-real-stack.md) fails a resumed task when the executor's "success" for
-the process that deferred is processed after the trigger already fired. Polling a few times
+concurrent deferrals reliable: an upstream scheduler race (apache/airflow #72716, #71580) fails a
+resumed task when the executor's "success" for the process that deferred is processed after the
+trigger already fired. Polling a few times
 after the deferral takes seconds, by which time the scheduler has long processed that event;
 ``[workers] min_heartbeat_interval = 1`` (airflow_stack.py) shortens the window further.
 """
