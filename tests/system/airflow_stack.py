@@ -50,6 +50,8 @@ from airflow_cli import run_airflow
 from cryptography.fernet import Fernet
 from postgres import PostgresCluster
 from redis_broker import RedisServer
+from statsd_listener import PREFIX as STATSD_PREFIX
+from statsd_listener import StatsdListener
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
@@ -199,6 +201,8 @@ class AirflowStack:
     api_key: str
     postgres: PostgresCluster
     broker: RedisServer
+    #: Airflow's metrics (StatsD over loopback UDP), e.g. ``metrics.count("truefoundry....")``.
+    metrics: StatsdListener
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: Every pid that ever led a stack process (restarted ones too): their sessions are the stack's.
     sessions: set[int] = field(default_factory=set)
@@ -689,7 +693,7 @@ class AirflowStack:
 
 
 def stack_environment(
-    base: Path, port: int, simulator: GatewaySimulator, database_url: str, broker_url: str
+    base: Path, port: int, simulator: GatewaySimulator, database_url: str, broker_url: str, statsd_port: int
 ) -> dict[str, str]:
     """The Airflow processes' environment: inherited AIRFLOW* variables stripped, then set anew."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and not k.startswith("TFY_")}
@@ -703,6 +707,11 @@ def stack_environment(
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database_url,
         AIRFLOW__CELERY__BROKER_URL=broker_url,
+        # Airflow's metrics, the provider's truefoundry.* counters among them, to the test's listener.
+        AIRFLOW__METRICS__STATSD_ON="True",
+        AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
+        AIRFLOW__METRICS__STATSD_PORT=str(statsd_port),
+        AIRFLOW__METRICS__STATSD_PREFIX=STATSD_PREFIX,
         # Celery's task states go to the metadata database (SQLAlchemy, its default driver).
         AIRFLOW__CELERY__RESULT_BACKEND=f"db+{database_url}",
         AIRFLOW__CELERY__WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),

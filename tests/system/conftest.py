@@ -52,6 +52,7 @@ import pytest
 from airflow_stack import AirflowStack, free_port, stack_environment
 from postgres import PostgresCluster
 from redis_broker import RedisServer
+from statsd_listener import StatsdListener
 
 from airflow_provider_tfy.testing import GatewaySimulator
 
@@ -67,6 +68,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     simulator = GatewaySimulator(api_key=api_key, port=free_port()).start()
     postgres = PostgresCluster(free_port())
     broker = RedisServer(free_port())
+    metrics = StatsdListener().start()
     stack: AirflowStack | None = None
     problems: list[str] = []
     try:
@@ -75,12 +77,13 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         port = free_port()
         stack = AirflowStack(
             base=base,
-            env=stack_environment(base, port, simulator, postgres.url, broker.url),
+            env=stack_environment(base, port, simulator, postgres.url, broker.url, metrics.port),
             port=port,
             simulator=simulator,
             api_key=api_key,
             postgres=postgres,
             broker=broker,
+            metrics=metrics,
         )
         stack.prepare()
         stack.start()
@@ -107,6 +110,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         if postgres.base.exists():
             problems.append(f"the cluster folder {postgres.base} is still there")
         simulator.stop()
+        metrics.stop()
         print(f"\nsystem stack session: {time.monotonic() - started:.1f} s")
     if problems:
         pytest.fail("\n".join(problems))

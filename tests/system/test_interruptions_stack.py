@@ -130,6 +130,16 @@ class Run:
         assert self.stack.xcom(self.dag_id, self.run_id, REGISTER) == job.fine_tuned_model
 
 
+def metric(name: str) -> str:
+    """The provider's counter ``name``, as Airflow's Stats sends it."""
+    return f"truefoundry.fine_tuning_job.{name}"
+
+
+def counters(stack: AirflowStack, *names: str) -> dict[str, int]:
+    """The provider's counters now (the stack is shared: tests compare before and after)."""
+    return {name: stack.metrics.count(metric(name)) for name in names}
+
+
 def process_gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -142,6 +152,7 @@ def process_gone(pid: int) -> bool:
 
 
 def test_an_evicted_task_is_retried_and_reattaches_without_a_cancel(stack: AirflowStack) -> None:
+    before = counters(stack, "created", "reattached", "left_running_on_kill", "cancelled_on_kill")
     run = Run(stack, "eviction")
     job, _, runner, _ = run.waiting()
 
@@ -175,6 +186,16 @@ def test_an_evicted_task_is_retried_and_reattaches_without_a_cancel(stack: Airfl
     assert f"Reattached to fine-tuning job {job.id}" in run.log(tries)
     assert stack.simulator.cancel_requests(job.id) == 0
     assert len(run.jobs) == 1
+    # What the provider reported through Airflow's metrics: one job created, the kill left it
+    # running, a retry reattached; nothing cancelled.
+    metrics = stack.metrics
+    assert metrics.wait_for(metric("created"), before["created"] + 1) > before["created"]
+    assert (
+        metrics.wait_for(metric("left_running_on_kill"), before["left_running_on_kill"] + 1)
+        > before["left_running_on_kill"]
+    )
+    assert metrics.wait_for(metric("reattached"), before["reattached"] + 1) > before["reattached"]
+    assert metrics.count(metric("cancelled_on_kill")) == before["cancelled_on_kill"]
 
 
 # -- 2. warm shutdown of a worker ------------------------------------------------------------
@@ -216,6 +237,7 @@ def test_a_warm_worker_shutdown_lets_the_waiting_task_finish(stack: AirflowStack
 
 
 def test_marking_the_waiting_task_failed_cancels_its_job_once(stack: AirflowStack) -> None:
+    before = counters(stack, "cancelled_on_kill")
     run = Run(stack, "person")
     job, _, _, _ = run.waiting()
     assert stack.simulator.cancel_requests(job.id) == 0
@@ -233,12 +255,15 @@ def test_marking_the_waiting_task_failed_cancels_its_job_once(stack: AirflowStac
     assert stack.simulator.get_job(job.id).status == "cancelled"
     assert len(run.jobs) == 1
     assert f"Asked the gateway to cancel fine-tuning job {job.id}" in run.log(1)
+    expected = before["cancelled_on_kill"] + 1
+    assert stack.metrics.wait_for(metric("cancelled_on_kill"), expected) == expected
 
 
 # -- 4. a frozen worker's try is replaced ----------------------------------------------------
 
 
 def test_a_frozen_workers_try_is_replaced_and_one_job_survives(stack: AirflowStack) -> None:
+    before = counters(stack, "reattached", "cancelled_on_kill")
     run = Run(stack, "replaced_try")
     job, _, _, _ = run.waiting()
     worker = stack.worker_of(run.dag_id, run.run_id, CREATE, 1)
@@ -279,4 +304,6 @@ def test_a_frozen_workers_try_is_replaced_and_one_job_survives(stack: AirflowSta
     assert stack.task_instances(run.dag_id, run.run_id)[CREATE]["try_number"] == 2
     assert f"Reattached to fine-tuning job {job.id}" in run.log(2)
     assert stack.simulator.cancel_requests(job.id) == 0
+    assert stack.metrics.wait_for(metric("reattached"), before["reattached"] + 1) > before["reattached"]
+    assert stack.metrics.count(metric("cancelled_on_kill")) == before["cancelled_on_kill"]
     stack.check_alive()  # the thawed worker is a working worker again
