@@ -206,3 +206,24 @@ def test_unknown_header_names_are_refused_naming_the_caller() -> None:
     with pytest.raises(TypeError, match=r"Trigger\(\) got unexpected keyword argument\(s\) 'provider'"):
         protocol.check_header_names({"provider": "x"}, "Trigger")
     protocol.check_header_names({"provider_name": "x"}, "Trigger")
+
+
+def test_the_create_fields_agree_everywhere() -> None:
+    """The create arguments are listed where users and mypy read them: the lists must agree."""
+    import inspect
+
+    from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
+    from airflow_provider_tfy.operators.fine_tuning import (
+        CREATE_FIELDS,
+        TrueFoundryCreateFineTuningJobOperator,
+    )
+
+    def keywords(func: Any) -> list[str]:
+        params = inspect.signature(func).parameters.values()
+        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    assert keywords(protocol.create_body) == [*CREATE_FIELDS, "idempotency_key"]
+    assert keywords(TrueFoundryHook.create_fine_tuning_job) == [*CREATE_FIELDS, "idempotency_key"]
+    assert keywords(TrueFoundryCreateFineTuningJobOperator.__init__)[: len(CREATE_FIELDS)] == list(
+        CREATE_FIELDS
+    )
