@@ -161,7 +161,7 @@ class TrueFoundryBaseOperator(BaseOperator):
             last_status=self._last_status,
             cancel_on_kill=cancel_on_kill,
             idempotency_key=idempotency_key,
-            headers=Headers.parse(self.header_overrides).as_args(),  # validated before it is stored
+            header_args=Headers.parse(self.header_overrides).as_args(),  # validated before it is stored
         )
 
     def resume(self, event: Any, on_timeout: Callable[[dict[str, Any]], Exception]) -> dict[str, Any] | None:

@@ -55,7 +55,7 @@ class _GatewayCalls:
 
     truefoundry_conn_id: str
     hook_params: dict[str, Any]
-    headers: dict[str, Any]  # the header arguments that are set, as given
+    header_args: dict[str, Any]  # those that are set, as given (never HTTP headers: no key)
 
     @property
     def log(self) -> Any:
@@ -70,15 +70,15 @@ class _GatewayCalls:
             retry_delay=self.hook_params.get("retry_delay"),
         )
 
-    def _set_headers(self, headers: Mapping[str, Any] | None, flat: Mapping[str, Any]) -> None:
-        # ``headers={...}``, or each header as its own kwarg: how a trigger serialized before 0.3
-        # (and a sensor started from the triggerer) hands them over.
-        merged = {**(headers or {}), **flat}
+    def _set_headers(self, header_args: Mapping[str, Any] | None, flat: Mapping[str, Any]) -> None:
+        # ``header_args={...}``, or each header as its own kwarg: how a trigger serialized before
+        # 0.3 (and a sensor started from the triggerer) hands them over.
+        merged = {**(header_args or {}), **flat}
         protocol.check_header_names(merged, type(self).__name__)  # values are checked at the first poll
-        self.headers = {name: value for name, value in merged.items() if value is not None}
+        self.header_args = {name: value for name, value in merged.items() if value is not None}
 
     def _header_overrides(self) -> protocol.Headers:
-        return protocol.Headers.parse(self.headers)
+        return protocol.Headers.parse(self.header_args)
 
     async def _config(self) -> protocol.GatewayConfig:
         return self._config_from(await shared_connections.read(self.truefoundry_conn_id))
@@ -108,7 +108,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         (``start_from_trigger``): the deadline is then Airflow's trigger timeout for the task,
         fixed when it deferred the task, less :data:`..events.TIMEOUT_GRACE`.
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param headers: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
+    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
         overriding the connection's extra; each may also be given as its own keyword argument.
     :param last_status: the status the sensor saw last, so only changes are logged.
     :param cancel_on_kill: cancel the job when a user kills the deferred task (marks it failed or
@@ -129,7 +129,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         deadline: float | None = None,
         timeout: float | None = None,
         hook_params: dict[str, Any] | None = None,
-        headers: Mapping[str, Any] | None = None,
+        header_args: Mapping[str, Any] | None = None,
         last_status: str | None = None,
         cancel_on_kill: bool = False,
         idempotency_key: str | None = None,
@@ -144,7 +144,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.timeout = None if timeout is None else float(timeout)
         self.hook_params = dict(hook_params or {})
-        self._set_headers(headers, flat_headers)
+        self._set_headers(header_args, flat_headers)
         self.last_status = last_status
         self.cancel_on_kill = bool(cancel_on_kill)
         self.idempotency_key = idempotency_key
@@ -160,7 +160,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
                 "deadline": self.deadline,
                 **({} if self.timeout is None else {"timeout": self.timeout}),
                 "hook_params": self.hook_params,
-                "headers": self.headers,
+                "header_args": self.header_args,
                 "last_status": self.last_status,
                 "cancel_on_kill": self.cancel_on_kill,
                 "idempotency_key": self.idempotency_key,
@@ -344,7 +344,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
     :param job_metadata: report only jobs whose metadata holds every one of these pairs.
     :param poll_interval: seconds between polls.
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param headers: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
+    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
         overriding the connection's extra; each may also be given as its own keyword argument.
     """
 
@@ -356,7 +356,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         job_metadata: dict[str, str] | None = None,
         poll_interval: float = 60.0,
         hook_params: dict[str, Any] | None = None,
-        headers: Mapping[str, Any] | None = None,
+        header_args: Mapping[str, Any] | None = None,
         **flat_headers: Any,
     ) -> None:
         super().__init__()
@@ -376,7 +376,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         self.job_metadata = protocol.validate_metadata_filter(job_metadata)
         self.poll_interval = protocol.positive_number(poll_interval, "poll_interval", where)
         self.hook_params = dict(hook_params or {})
-        self._set_headers(headers, flat_headers)
+        self._set_headers(header_args, flat_headers)
         self._header_overrides()  # bad header values fail here, when the DAG is parsed
         self._policy()
         if not AIRFLOW_V_3_3_PLUS:
@@ -398,7 +398,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
                 "job_metadata": self.job_metadata,
                 "poll_interval": self.poll_interval,
                 "hook_params": self.hook_params,
-                "headers": self.headers,
+                "header_args": self.header_args,
             },
         )
 

@@ -325,7 +325,7 @@ def test_a_trigger_serialized_by_0_2_resumes_with_its_headers(connected_gateway)
     assert sent.get("x-tfy-vertex-storage-bucket-name") == "b"
     assert json.loads(sent.get("x-tfy-metadata")) == {"team": "ml"}
     _, kwargs = trigger.serialize()
-    assert kwargs["headers"] == {
+    assert kwargs["header_args"] == {
         "provider_name": "openai-main",
         "vertex_storage_bucket_name": "b",
         "metadata": {"team": "ml"},
@@ -337,7 +337,7 @@ def test_a_trigger_refuses_an_unknown_header_name():
     with pytest.raises(TypeError, match="'provider'"):
         make_trigger("ftjob-1", provider="x")
     with pytest.raises(TypeError, match="'provider'"):
-        make_trigger("ftjob-1", headers={"provider": "x"})
+        make_trigger("ftjob-1", header_args={"provider": "x"})
 
 
 def test_a_trigger_recreated_mid_wait_keeps_the_absolute_deadline(connected_gateway):
