@@ -1,6 +1,6 @@
 """What every TrueFoundry task shares: the connection, the header arguments, the wait on a job.
 
-The sensor and both operators derive from :class:`TrueFoundryBaseOperator`, so the five header
+The sensor and both operators derive from :class:`TrueFoundryBaseOperator`, so the header
 arguments, ``hook_params`` and the wait's decisions are declared once. Imported when DAG files are
 parsed: the hook, the protocol and the trigger are imported only when a task runs.
 """
