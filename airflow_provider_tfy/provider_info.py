@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_tfy import __version__
+from airflow_provider_tfy.header_spec import HEADERS
 
 CONN_TYPE = "truefoundry"
 HOOK_NAME = "TrueFoundry AI Gateway"
@@ -22,49 +23,14 @@ PASSWORD_PLACEHOLDER = "TrueFoundry personal access token or virtual-account tok
 # One source for the extra fields: the declarative form (Airflow 3.2+) and the wtforms widgets
 # (Airflow 2.11-3.1) are both derived from it, so the two UIs can never disagree.
 EXTRA_FIELDS: dict[str, dict[str, Any]] = {
-    "provider_name": {
-        "label": "Provider account",
-        "description": (
-            "Default x-tfy-provider-name header: the name of your provider-account integration in "
-            "TrueFoundry (for example openai-main), not the vendor's name. Needed when the gateway "
-            "cannot tell which account a job belongs to."
-        ),
-        "type": "string",
-        "placeholder": "openai-main",
-    },
-    "provider_model": {
-        "label": "Provider model",
-        "description": (
-            "Default x-tfy-provider-model header: the provider's base model id. Vertex AI jobs need "
-            "it (for example gemini-2.0-flash-001); leave empty for OpenAI."
-        ),
-        "type": "string",
-        "placeholder": "gemini-2.0-flash-001",
-    },
-    "vertex_storage_bucket_name": {
-        "label": "Vertex storage bucket",
-        "description": (
-            "Default x-tfy-vertex-storage-bucket-name header: the GCS bucket holding tuning data and "
-            "outputs. Only for Vertex AI jobs; leave empty otherwise."
-        ),
-        "type": "string",
-        "placeholder": "my-tuning-bucket",
-    },
-    "file_purpose": {
-        "label": "File purpose",
-        "description": "Default x-tfy-file-purpose header, for example fine-tune. Usually left empty.",
-        "type": "string",
-        "placeholder": "fine-tune",
-    },
-    "metadata": {
-        "label": "Request metadata (JSON)",
-        "description": (
-            "Default x-tfy-metadata header: a JSON object of string keys to string values, e.g. "
-            '{"team": "ml-platform"}. The gateway uses it for routing, rate-limit and budget rules '
-            "and metrics filters."
-        ),
-        "type": "object",
-        "placeholder": '{"team": "ml-platform"}',
+    **{
+        spec.name: {
+            "label": spec.label,
+            "description": spec.description,
+            "type": "object" if spec.mapping else "string",
+            "placeholder": spec.placeholder,
+        }
+        for spec in HEADERS
     },
     "timeout": {
         "label": "Request timeout (seconds)",

@@ -112,7 +112,7 @@ class TrueFoundryHook(BaseHook):
         :raises TrueFoundryConnectionError: the gateway was unreachable through every retry.
         :raises TrueFoundryResponseError: the answer is not a fine-tuning job.
         """
-        overrides = protocol.header_args(headers, "get_fine_tuning_job")
+        overrides = protocol.Headers.from_args(headers, "get_fine_tuning_job")
         request = protocol.job_request(self.config, job_id, overrides)
         return self._call(request, partial(protocol.read_job_response, self.config, request, job_id=job_id))
 
@@ -137,7 +137,7 @@ class TrueFoundryHook(BaseHook):
         Transient failures are retried, streaming the file again from the start: at worst the
         gateway keeps a duplicate file, which costs nothing.
         """
-        overrides = protocol.header_args(headers, "upload_file")
+        overrides = protocol.Headers.from_args(headers, "upload_file")
         source = FileSource(file)
         request = protocol.upload_request(
             self.config, filename=source.name, purpose=purpose, overrides=overrides
@@ -201,7 +201,7 @@ class TrueFoundryHook(BaseHook):
             job_metadata=job_metadata,
             idempotency_key=key,
         )
-        overrides = protocol.header_args(headers, "create_fine_tuning_job")
+        overrides = protocol.Headers.from_args(headers, "create_fine_tuning_job")
         request = protocol.create_request(self.config, body, overrides)
         if key is not None and (existing := self._reattach(key, overrides)):
             return existing
@@ -259,7 +259,7 @@ class TrueFoundryHook(BaseHook):
         cancelled. Where the gateway cannot cancel (404/405), a warning names every job with the
         key. Looks at the newest ``LOOKUP_MAX_PAGES`` pages of ``LOOKUP_PAGE_SIZE`` jobs at most.
         """
-        overrides = protocol.header_args(headers, "converge_fine_tuning_jobs")
+        overrides = protocol.Headers.from_args(headers, "converge_fine_tuning_jobs")
         key = protocol.validate_idempotency_key(idempotency_key)
         if key is None:
             raise TypeError("converge_fine_tuning_jobs() needs an idempotency_key")
@@ -280,7 +280,7 @@ class TrueFoundryHook(BaseHook):
         :param page_size: jobs per request (1-100).
         :param after: start after this job id.
         """
-        overrides = protocol.header_args(headers, "list_fine_tuning_jobs")
+        overrides = protocol.Headers.from_args(headers, "list_fine_tuning_jobs")
         wanted = protocol.validate_metadata_filter(job_metadata)
         # Built now, so bad arguments fail at the call rather than at the first next().
         protocol.list_request(self.config, page_size, after=after, job_metadata=wanted, overrides=overrides)
@@ -299,7 +299,7 @@ class TrueFoundryHook(BaseHook):
         :raises TrueFoundryAPIError: HTTP 404/405 for the cancel path: this gateway cannot cancel
             fine-tuning jobs (or, for 404, does not know the job).
         """
-        overrides = protocol.header_args(headers, "cancel_fine_tuning_job")
+        overrides = protocol.Headers.from_args(headers, "cancel_fine_tuning_job")
         request = protocol.cancel_request(self.config, job_id, overrides)
         job = self._call(request, partial(protocol.read_cancel_response, self.config, request, job_id=job_id))
         self.log.info(
@@ -335,7 +335,7 @@ class TrueFoundryHook(BaseHook):
         return True, f"Connected to the TrueFoundry gateway at {config.base_url}; the API key was accepted."
 
     def _pages(
-        self, wanted: dict[str, str], page_size: int, after: str | None, overrides: protocol.HeaderOptions
+        self, wanted: dict[str, str], page_size: int, after: str | None, overrides: protocol.Headers
     ) -> Iterator[tuple[list[FineTuningJob], bool]]:
         """Each page of the job list with whether more follow, fetched only when asked for."""
         while True:
@@ -348,7 +348,7 @@ class TrueFoundryHook(BaseHook):
             if after is None:
                 return
 
-    def _reattach(self, key: str, overrides: protocol.HeaderOptions) -> FineTuningJob | None:
+    def _reattach(self, key: str, overrides: protocol.Headers) -> FineTuningJob | None:
         """The survivor among the jobs carrying ``key`` (the others cancelled), or None."""
         job = self._converge(key, overrides)
         if job is not None:
@@ -363,7 +363,7 @@ class TrueFoundryHook(BaseHook):
         return job
 
     def _converge(
-        self, key: str, overrides: protocol.HeaderOptions, created: FineTuningJob | None = None
+        self, key: str, overrides: protocol.Headers, created: FineTuningJob | None = None
     ) -> FineTuningJob | None:
         """Look up the jobs carrying ``key`` (with ``created``, which the list may not show yet),
         cancel every live one but the survivor, and return the survivor."""
@@ -403,7 +403,7 @@ class TrueFoundryHook(BaseHook):
             )
         return survivor
 
-    def _jobs_with_key(self, key: str, overrides: protocol.HeaderOptions) -> list[FineTuningJob]:
+    def _jobs_with_key(self, key: str, overrides: protocol.Headers) -> list[FineTuningJob]:
         """The jobs carrying ``key``, newest first, within the look-up's bound."""
         wanted = {protocol.IDEMPOTENCY_METADATA_KEY: key}
         found: list[FineTuningJob] = []

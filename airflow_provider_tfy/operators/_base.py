@@ -1,12 +1,13 @@
 """What every TrueFoundry task shares: the connection, the header arguments, the wait on a job.
 
-The sensor and both operators derive from :class:`TrueFoundryBaseOperator`, so the five header
+The sensor and both operators derive from :class:`TrueFoundryBaseOperator`, so the header
 arguments, ``hook_params`` and the wait's decisions are declared once. Imported when DAG files are
 parsed: the hook, the protocol and the trigger are imported only when a task runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_tfy.exceptions import FineTuningJobCancelled, FineTuningJobFailed, TrueFoundryError
+from airflow_provider_tfy.header_spec import HEADER_NAMES, param_lines
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 
 if TYPE_CHECKING:
@@ -24,12 +26,12 @@ if TYPE_CHECKING:
     from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
 HOOK_PARAMS = frozenset({"timeout", "max_retries", "retry_delay"})
-HEADER_FIELDS: tuple[str, ...] = (
-    "provider_name",
-    "provider_model",
-    "vertex_storage_bucket_name",
-    "file_purpose",
-    "metadata",
+HEADER_FIELDS: tuple[str, ...] = tuple(HEADER_NAMES)
+# Appended to the docstring of every task class: the arguments this base class takes.
+SHARED_PARAMS = (
+    "\n    :param truefoundry_conn_id: the TrueFoundry connection; its extra holds the header defaults."
+    + param_lines(suffix=" (templated)")
+    + "\n    :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``."
 )
 
 
@@ -52,32 +54,37 @@ def finish(job: FineTuningJob) -> dict[str, Any] | None:
     return None
 
 
-class TrueFoundryBaseOperator(BaseOperator):
-    """Base of the TrueFoundry sensor and operators: connection, header arguments, HTTP settings.
+def _with_header_params(init: Callable[..., None]) -> Callable[..., None]:
+    """Give ``init`` the header arguments as keyword parameters in its signature: Airflow reads it
+    to apply ``default_args`` and to check ``expand()``'s names, and ``help()`` shows it."""
+    signature = inspect.signature(init)
+    params = list(signature.parameters.values())
+    headers = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in HEADER_FIELDS
+    ]
+    init.__signature__ = signature.replace(parameters=[*params[:-1], *headers, params[-1]])  # type: ignore[attr-defined]
+    return init
 
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param provider_name: ``x-tfy-provider-name``, overriding the connection's extra (templated).
-    :param provider_model: ``x-tfy-provider-model`` (templated).
-    :param vertex_storage_bucket_name: ``x-tfy-vertex-storage-bucket-name`` (templated).
-    :param file_purpose: ``x-tfy-file-purpose`` (templated).
-    :param metadata: ``x-tfy-metadata``, a dict of strings (templated).
-    :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``.
-    """
+
+class TrueFoundryBaseOperator(BaseOperator):
+    """Base of the TrueFoundry sensor and operators: connection, header arguments, HTTP settings."""
 
     template_fields: Sequence[str] = HEADER_FIELDS
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and ":param truefoundry_conn_id:" not in cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + SHARED_PARAMS + "\n"
+
+    @_with_header_params
     def __init__(
         self,
         *,
         truefoundry_conn_id: str = "truefoundry_default",
-        provider_name: str | None = None,
-        provider_model: str | None = None,
-        vertex_storage_bucket_name: str | None = None,
-        file_purpose: str | None = None,
-        metadata: dict[str, str] | None = None,
         hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        headers = {name: kwargs.pop(name, None) for name in HEADER_FIELDS}
         super().__init__(**kwargs)
         unknown = set(hook_params or {}) - HOOK_PARAMS
         if unknown:
@@ -86,11 +93,8 @@ class TrueFoundryBaseOperator(BaseOperator):
                 "(Airflow's retries and timeouts are the task's own arguments, not the hook's)."
             )
         self.truefoundry_conn_id = truefoundry_conn_id
-        self.provider_name = provider_name
-        self.provider_model = provider_model
-        self.vertex_storage_bucket_name = vertex_storage_bucket_name
-        self.file_purpose = file_purpose
-        self.metadata = metadata
+        for name, value in headers.items():
+            setattr(self, name, value)
         self.hook_params = dict(hook_params or {})
         self._last_status: str | None = None
 
@@ -105,13 +109,6 @@ class TrueFoundryBaseOperator(BaseOperator):
     def header_overrides(self) -> HeaderArgs:
         """The rendered header arguments, as passed to the hook and the trigger."""
         return cast("HeaderArgs", {name: getattr(self, name) for name in HEADER_FIELDS})
-
-    def checked_header_overrides(self) -> dict[str, Any]:
-        """The header arguments validated (before they are stored with a trigger)."""
-        from airflow_provider_tfy.protocol import header_options
-
-        options = header_options(**self.header_overrides)
-        return {name: getattr(options, name) for name in HEADER_FIELDS}
 
     # ---------------------------------------------------------------------------------------
     # The wait, shared by the sensor and the create operator
@@ -151,6 +148,7 @@ class TrueFoundryBaseOperator(BaseOperator):
     ) -> TrueFoundryFineTuningJobTrigger:
         """The trigger that carries the wait on ``job_id`` in the triggerer (with a key: it looks
         for other jobs with it at its first poll)."""
+        from airflow_provider_tfy.protocol import Headers
         from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
         return TrueFoundryFineTuningJobTrigger(
@@ -163,7 +161,7 @@ class TrueFoundryBaseOperator(BaseOperator):
             last_status=self._last_status,
             cancel_on_kill=cancel_on_kill,
             idempotency_key=idempotency_key,
-            **self.checked_header_overrides(),
+            header_args=Headers.parse(self.header_overrides).as_args(),  # validated before it is stored
         )
 
     def resume(self, event: Any, on_timeout: Callable[[dict[str, Any]], Exception]) -> dict[str, Any] | None:

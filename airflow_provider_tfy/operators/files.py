@@ -20,7 +20,8 @@ class TrueFoundryUploadFileOperator(TrueFoundryBaseOperator):
     :class:`~airflow_provider_tfy.operators.fine_tuning.TrueFoundryCreateFineTuningJobOperator`;
     the whole file object (``id``, ``bytes``, ``filename``, ``purpose``, ``status``, ...) is also
     pushed under the XCom key ``file``. The upload is streamed, so memory stays flat whatever the
-    size. Every run uploads anew: a duplicate file costs nothing, and a new file id is a changed
+    size. The gateway needs ``provider_name`` for uploads: give it here or in the connection's
+    extra. Every run uploads anew: a duplicate file costs nothing, and a new file id is a changed
     input for the create operator, so it starts a new job.
 
     :param file: a local path or an ``ObjectStoragePath`` (``s3://``, ``gs://``, ``file://`` ...;
@@ -28,14 +29,6 @@ class TrueFoundryUploadFileOperator(TrueFoundryBaseOperator):
     :param purpose: the file's purpose, ``fine-tune`` for training data (templated).
     :param validate: first read the file once and refuse it, naming the first bad line numbers,
         if it is empty, has a line that is not a JSON object, or is over 512 MB; nothing is sent.
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param provider_name: ``x-tfy-provider-name`` (templated). The gateway needs it for uploads:
-        give it here or in the connection's extra.
-    :param provider_model: ``x-tfy-provider-model`` (templated).
-    :param vertex_storage_bucket_name: ``x-tfy-vertex-storage-bucket-name`` (templated).
-    :param file_purpose: ``x-tfy-file-purpose`` (templated).
-    :param metadata: ``x-tfy-metadata``, a dict of strings (templated).
-    :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``.
     """
 
     template_fields: Sequence[str] = ("file", "purpose", *HEADER_FIELDS)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, conf
 
 from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout, TrueFoundryError
+from airflow_provider_tfy.header_spec import HEADERS
 from airflow_provider_tfy.lineage import record_job, task_lineage
 from airflow_provider_tfy.metrics import JobMetric, count
 from airflow_provider_tfy.models import JobOutcome, status_outcome
@@ -44,7 +45,7 @@ CREATE_FIELDS: tuple[str, ...] = (
     "job_metadata",
 )
 # The headers that choose the provider account the job runs (and is billed) under.
-ACCOUNT_HEADERS: tuple[str, ...] = ("provider_name", "provider_model", "vertex_storage_bucket_name")
+ACCOUNT_HEADERS: tuple[str, ...] = tuple(spec.name for spec in HEADERS if spec.account)
 # Where Airflow 3.3+ keeps the job id between tries, beside the key in the job's metadata.
 TASK_STATE_KEY = "truefoundry_fine_tuning_job_id"
 
@@ -79,13 +80,6 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
     :param integrations: the job's integrations, e.g. Weights & Biases (templated).
     :param job_metadata: the job's own metadata, at most 15 pairs of strings here (the sixteenth
         holds the idempotency key; templated).
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param provider_name: ``x-tfy-provider-name``, overriding the connection's extra (templated).
-    :param provider_model: ``x-tfy-provider-model`` (templated).
-    :param vertex_storage_bucket_name: ``x-tfy-vertex-storage-bucket-name`` (templated).
-    :param file_purpose: ``x-tfy-file-purpose`` (templated).
-    :param metadata: ``x-tfy-metadata``, a dict of strings (templated).
-    :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``.
     :param wait_for_completion: wait until the job ends; otherwise return the job as created.
     :param poll_interval: seconds between status checks while waiting.
     :param wait_timeout: how long to wait (a timedelta or seconds) before failing the task; the
@@ -238,13 +232,13 @@ class TrueFoundryCreateFineTuningJobOperator(TrueFoundryBaseOperator):
         when ``reuse_existing_job`` is off) and of the rendered create arguments and the account
         headers in effect (arguments over the connection's extra): 56 characters.
         """
-        from airflow_provider_tfy.protocol import header_options
+        from airflow_provider_tfy.protocol import Headers
 
         ti = context["ti"]
         identity: list[Any] = [ti.dag_id, ti.task_id, ti.run_id, ti.map_index]
         if not self.reuse_existing_job:
             identity.append(ti.try_number)
-        headers = self.hook.config.headers.overridden_by(header_options(**self.header_overrides))
+        headers = self.hook.config.headers.overridden_by(Headers.parse(self.header_overrides))
         inputs = {
             **self._create_arguments(),
             **{name: getattr(headers, name) for name in ACCOUNT_HEADERS},

@@ -5,7 +5,7 @@ classifies the answer, decides whether and how long to wait before trying again,
 job or file. The sync hook (requests) and the async trigger (aiohttp) only move bytes and sleep,
 so the two can never disagree on what an answer means. One module per concern:
 
-- :mod:`.headers`: the ``x-tfy-*`` header arguments, declared once (:class:`HeaderArgs`).
+- :mod:`.headers`: the ``x-tfy-*`` header arguments, validated once (:class:`Headers`).
 - :mod:`.configuration`: a gateway's settings from an Airflow connection, URL and TLS checks.
 - :mod:`.requests`: every request (retrieve, list, create, cancel, upload).
 - :mod:`.responses`: status classification, excerpts, ``Retry-After``, transport errors.
@@ -54,9 +54,8 @@ from airflow_provider_tfy.protocol.files import (
 from airflow_provider_tfy.protocol.headers import (
     HEADER_NAMES,
     HeaderArgs,
-    HeaderOptions,
-    header_args,
-    header_options,
+    Headers,
+    check_header_names,
 )
 from airflow_provider_tfy.protocol.jobs import (
     carries_metadata,
@@ -136,7 +135,7 @@ __all__ = [
     "Convergence",
     "GatewayConfig",
     "HeaderArgs",
-    "HeaderOptions",
+    "Headers",
     "JsonlValidator",
     "MultipartUpload",
     "Request",
@@ -147,6 +146,7 @@ __all__ = [
     "ca_bundle_error",
     "cancel_request",
     "carries_metadata",
+    "check_header_names",
     "check_status",
     "converge",
     "could_have_been_applied",
@@ -157,8 +157,6 @@ __all__ = [
     "create_request",
     "excerpt",
     "gateway_config",
-    "header_args",
-    "header_options",
     "job_metadata_with_key",
     "job_request",
     "json_body",

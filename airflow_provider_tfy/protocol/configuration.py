@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError
-from airflow_provider_tfy.protocol.headers import HeaderOptions, header_options, unset_as
+from airflow_provider_tfy.protocol.headers import Headers, unset_as
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class GatewayConfig:
     conn_id: str
     base_url: str
     api_key: str = field(repr=False)
-    headers: HeaderOptions = HeaderOptions()  # noqa: RUF009 - frozen, so one shared default is safe
+    headers: Headers = Headers()  # noqa: RUF009 - frozen, so one shared default is safe
     timeout: float = DEFAULT_TIMEOUT
     verify: bool | str = True
 
@@ -73,14 +73,7 @@ def gateway_config(
         conn_id=conn_id,
         base_url=normalize_base_url(host, where=where, allow_insecure_http=allow_http),
         api_key=api_key,
-        headers=header_options(
-            provider_name=extra.get("provider_name"),
-            provider_model=extra.get("provider_model"),
-            vertex_storage_bucket_name=extra.get("vertex_storage_bucket_name"),
-            file_purpose=extra.get("file_purpose"),
-            metadata=extra.get("metadata"),
-            source=f"{where} extra",
-        ),
+        headers=Headers.parse(extra, source=f"{where} extra"),
         timeout=positive_number(
             timeout if timeout is not None else unset_as(extra.get("timeout"), DEFAULT_TIMEOUT),
             "timeout",

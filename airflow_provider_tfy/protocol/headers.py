@@ -8,26 +8,14 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError
-
-HEADER_NAMES = {
-    "provider_name": "x-tfy-provider-name",
-    "provider_model": "x-tfy-provider-model",
-    "vertex_storage_bucket_name": "x-tfy-vertex-storage-bucket-name",
-    "file_purpose": "x-tfy-file-purpose",
-    "metadata": "x-tfy-metadata",
-}
+from airflow_provider_tfy.header_spec import HEADER_NAMES, HEADERS, param_lines
 
 
 class HeaderArgs(TypedDict, total=False):
     """The header arguments every hook method takes (``**headers: Unpack[HeaderArgs]``).
 
-    Each overrides the connection's extra of the same name; unset ones send no header.
-
-    :param provider_name: ``x-tfy-provider-name``, the provider-account integration (e.g. ``openai-main``).
-    :param provider_model: ``x-tfy-provider-model``, the provider's base model id (Vertex AI).
-    :param vertex_storage_bucket_name: ``x-tfy-vertex-storage-bucket-name`` (Vertex AI).
-    :param file_purpose: ``x-tfy-file-purpose``.
-    :param metadata: ``x-tfy-metadata``, an object of strings (or its JSON text).
+    Each overrides the connection's extra of the same name; unset ones send no header. A typed
+    mirror of :data:`~airflow_provider_tfy.header_spec.HEADERS` (a test keeps them equal).
     """
 
     provider_name: str | None
@@ -37,9 +25,13 @@ class HeaderArgs(TypedDict, total=False):
     metadata: dict[str, str] | str | None
 
 
+HeaderArgs.__doc__ = (HeaderArgs.__doc__ or "").rstrip() + "\n" + param_lines()
+
+
 @dataclass(frozen=True)
-class HeaderOptions:
-    """Values for the gateway's ``x-tfy-*`` headers; ``None`` sends no header."""
+class Headers:
+    """Validated values for the ``x-tfy-*`` headers (a typed mirror of :data:`HEADERS`); ``None``
+    sends no header."""
 
     provider_name: str | None = None
     provider_model: str | None = None
@@ -47,30 +39,60 @@ class HeaderOptions:
     file_purpose: str | None = None
     metadata: dict[str, str] | None = None
 
-    def overridden_by(self, other: HeaderOptions) -> HeaderOptions:
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], source: str = "argument") -> Headers:
+        """Validate the header values in ``values`` (arguments or a connection's extra; other keys
+        are ignored).
+
+        Empty strings count as unset (a cleared UI field stores ``""``). ``metadata`` may be a dict
+        or its JSON text. A value with CR or LF is refused: it could smuggle a header.
+        """
+        parsed: dict[str, Any] = {}
+        for spec in HEADERS:
+            value = values.get(spec.name)
+            if spec.mapping:
+                parsed[spec.name] = _metadata(value, spec.name, source)
+                continue
+            value = unset_as(value, None)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise TrueFoundryConfigError(
+                    f"{source} {spec.name!r} must be a string, got {type(value).__name__}; "
+                    f"give the {spec.header} header's value as text."
+                )
+            parsed[spec.name] = _header_value(spec.name, value.strip(), source)
+        return cls(**parsed)
+
+    @classmethod
+    def from_args(cls, headers: Mapping[str, Any], method: str) -> Headers:
+        """Validate a hook method's ``**headers``; an unknown name is a clear ``TypeError``."""
+        check_header_names(headers, method)
+        return cls.parse(headers)
+
+    def as_args(self) -> dict[str, Any]:
+        """The values by argument name, as a trigger stores them."""
+        return {name: getattr(self, name) for name in HEADER_NAMES}
+
+    def overridden_by(self, other: Headers) -> Headers:
         """Return these defaults with every value that ``other`` sets taking precedence."""
-        return HeaderOptions(
-            **{
-                name: getattr(other, name) if getattr(other, name) is not None else getattr(self, name)
-                for name in HEADER_NAMES
-            }
-        )
+        return Headers(**{k: v if v is not None else getattr(self, k) for k, v in other.as_args().items()})
 
     def to_headers(self) -> dict[str, str]:
         """Render the set values as HTTP headers."""
         headers: dict[str, str] = {}
-        for name, header in HEADER_NAMES.items():
-            value = getattr(self, name)
+        for spec in HEADERS:
+            value = getattr(self, spec.name)
             if value is None:
                 continue
-            if name == "metadata":
+            if spec.mapping:
                 value = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
-            headers[header] = value
+            headers[spec.header] = value
         return headers
 
 
-def header_args(headers: Mapping[str, Any], method: str) -> HeaderOptions:
-    """Validate a hook method's ``**headers``; an unknown name is a clear ``TypeError``.
+def check_header_names(headers: Mapping[str, Any], method: str) -> None:
+    """Refuse names that are not header arguments with a ``TypeError`` naming ``method``.
 
     Python would only say "unexpected keyword argument" of an inner function; this names the
     method and the arguments it does take.
@@ -81,41 +103,6 @@ def header_args(headers: Mapping[str, Any], method: str) -> HeaderOptions:
             f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
             f"its header arguments are {', '.join(HEADER_NAMES)}."
         )
-    return header_options(**headers)
-
-
-def header_options(
-    *,
-    provider_name: Any = None,
-    provider_model: Any = None,
-    vertex_storage_bucket_name: Any = None,
-    file_purpose: Any = None,
-    metadata: Any = None,
-    source: str = "argument",
-) -> HeaderOptions:
-    """Validate header values from arguments or a connection's extra.
-
-    Empty strings count as unset (a cleared UI field stores ``""``). ``metadata`` may be a dict or
-    its JSON text. A value with CR or LF is refused: it could smuggle a header.
-    """
-    values: dict[str, Any] = {}
-    for name, value in (
-        ("provider_name", provider_name),
-        ("provider_model", provider_model),
-        ("vertex_storage_bucket_name", vertex_storage_bucket_name),
-        ("file_purpose", file_purpose),
-    ):
-        value = unset_as(value, None)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise TrueFoundryConfigError(
-                f"{source} {name!r} must be a string, got {type(value).__name__}; "
-                f"give the {HEADER_NAMES[name]} header's value as text."
-            )
-        values[name] = _header_value(name, value.strip(), source)
-    values["metadata"] = _metadata(metadata, source)
-    return HeaderOptions(**values)
 
 
 def unset_as(value: Any, default: Any) -> Any:
@@ -137,7 +124,7 @@ def _header_value(name: str, value: str, source: str) -> str:
     return value
 
 
-def _metadata(value: Any, source: str) -> dict[str, str] | None:
+def _metadata(value: Any, name: str, source: str) -> dict[str, str] | None:
     if value is None or value == "" or value == {}:
         return None
     if isinstance(value, str):
@@ -145,14 +132,14 @@ def _metadata(value: Any, source: str) -> dict[str, str] | None:
             value = json.loads(value)
         except ValueError:
             raise TrueFoundryConfigError(
-                f"{source} 'metadata' is not valid JSON; give an object of strings, "
+                f"{source} {name!r} is not valid JSON; give an object of strings, "
                 'e.g. {"team": "ml-platform"}.'
             ) from None
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise TrueFoundryConfigError(
-            f"{source} 'metadata' must map strings to strings (the gateway's x-tfy-metadata), "
+            f"{source} {name!r} must map strings to strings (the gateway's {HEADER_NAMES[name]}), "
             f'e.g. {{"team": "ml-platform"}}; got {_describe_type(value)}.'
         )
     return dict(value)

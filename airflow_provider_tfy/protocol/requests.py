@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError
 from airflow_provider_tfy.protocol.configuration import MAX_CONNECT_TIMEOUT, GatewayConfig
-from airflow_provider_tfy.protocol.headers import HeaderOptions
+from airflow_provider_tfy.protocol.headers import Headers
 
 JOBS_PATH = "/fine_tuning/jobs"
 FILES_PATH = "/files"
@@ -90,7 +90,7 @@ def validate_job_id(job_id: Any) -> str:
     return job_id
 
 
-def build_headers(config: GatewayConfig, overrides: HeaderOptions | None = None) -> dict[str, str]:
+def build_headers(config: GatewayConfig, overrides: Headers | None = None) -> dict[str, str]:
     """The headers for one call: auth, JSON, and the ``x-tfy-*`` values (arguments over extra)."""
     options = config.headers.overridden_by(overrides) if overrides else config.headers
     return {
@@ -101,7 +101,7 @@ def build_headers(config: GatewayConfig, overrides: HeaderOptions | None = None)
     }
 
 
-def job_request(config: GatewayConfig, job_id: Any, overrides: HeaderOptions | None = None) -> Request:
+def job_request(config: GatewayConfig, job_id: Any, overrides: Headers | None = None) -> Request:
     """Build ``GET {base}/fine_tuning/jobs/{job_id}``.
 
     The id is percent-encoded as exactly one path segment (``/`` included), so ``../x`` can never
@@ -116,7 +116,7 @@ def list_request(
     *,
     after: str | None = None,
     job_metadata: Mapping[str, str] | None = None,
-    overrides: HeaderOptions | None = None,
+    overrides: Headers | None = None,
 ) -> Request:
     """Build ``GET {base}/fine_tuning/jobs?limit=N[&after=ID][&metadata[k]=v...]``.
 
@@ -151,7 +151,7 @@ def validate_metadata_filter(job_metadata: Any) -> dict[str, str]:
 
 
 def create_request(
-    config: GatewayConfig, body: Mapping[str, Any], overrides: HeaderOptions | None = None
+    config: GatewayConfig, body: Mapping[str, Any], overrides: Headers | None = None
 ) -> Request:
     """Build ``POST {base}/fine_tuning/jobs`` with a JSON body (see :func:`~.jobs.create_body`).
 
@@ -164,13 +164,13 @@ def create_request(
     return replace(request, headers=headers, body=data, safe_to_repeat=False)
 
 
-def cancel_request(config: GatewayConfig, job_id: Any, overrides: HeaderOptions | None = None) -> Request:
+def cancel_request(config: GatewayConfig, job_id: Any, overrides: Headers | None = None) -> Request:
     """Build ``POST {base}/fine_tuning/jobs/{job_id}/cancel``: cancelling twice is harmless."""
     return _request(config, "POST", f"{_job_url(config, job_id)}/cancel", overrides)
 
 
 def upload_request(
-    config: GatewayConfig, *, filename: str, purpose: Any, overrides: HeaderOptions | None = None
+    config: GatewayConfig, *, filename: str, purpose: Any, overrides: Headers | None = None
 ) -> Request:
     """Build ``POST {base}/files`` whose multipart body the transport streams.
 
@@ -200,7 +200,7 @@ def _job_url(config: GatewayConfig, job_id: Any) -> str:
     return f"{config.base_url}{JOBS_PATH}/{quote(validate_job_id(job_id), safe='')}"
 
 
-def _request(config: GatewayConfig, method: str, url: str, overrides: HeaderOptions | None) -> Request:
+def _request(config: GatewayConfig, method: str, url: str, overrides: Headers | None) -> Request:
     return Request(
         method=method,
         url=url,

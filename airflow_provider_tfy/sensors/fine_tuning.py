@@ -40,13 +40,6 @@ class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator
     :class:`~airflow_provider_tfy.operators._base.TrueFoundryBaseOperator`.
 
     :param job_id: the fine-tuning job id (templated).
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param provider_name: ``x-tfy-provider-name``, overriding the connection's extra (templated).
-    :param provider_model: ``x-tfy-provider-model`` (templated).
-    :param vertex_storage_bucket_name: ``x-tfy-vertex-storage-bucket-name`` (templated).
-    :param file_purpose: ``x-tfy-file-purpose`` (templated).
-    :param metadata: ``x-tfy-metadata``, a dict of strings (templated).
-    :param hook_params: HTTP settings for the hook: ``timeout``, ``max_retries``, ``retry_delay``.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param start_from_trigger: with ``deferrable=True``, start the task in the triggerer, without a
         worker (Airflow 2.10-3.0 and 3.3+; 3.3+ renders the templated fields there, older lines

@@ -25,7 +25,7 @@ import ssl
 import time
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -55,11 +55,7 @@ class _GatewayCalls:
 
     truefoundry_conn_id: str
     hook_params: dict[str, Any]
-    provider_name: str | None
-    provider_model: str | None
-    vertex_storage_bucket_name: str | None
-    file_purpose: str | None
-    metadata: dict[str, str] | str | None
+    header_args: dict[str, Any]  # those that are set, as given (never HTTP headers: no key)
 
     @property
     def log(self) -> Any:
@@ -74,14 +70,15 @@ class _GatewayCalls:
             retry_delay=self.hook_params.get("retry_delay"),
         )
 
-    def _header_overrides(self) -> protocol.HeaderOptions:
-        return protocol.header_options(
-            provider_name=self.provider_name,
-            provider_model=self.provider_model,
-            vertex_storage_bucket_name=self.vertex_storage_bucket_name,
-            file_purpose=self.file_purpose,
-            metadata=self.metadata,
-        )
+    def _set_headers(self, header_args: Mapping[str, Any] | None, flat: Mapping[str, Any]) -> None:
+        # ``header_args={...}``, or each header as its own kwarg: how a trigger serialized before
+        # 0.3 (and a sensor started from the triggerer) hands them over.
+        merged = {**(header_args or {}), **flat}
+        protocol.check_header_names(merged, type(self).__name__)  # values are checked at the first poll
+        self.header_args = {name: value for name, value in merged.items() if value is not None}
+
+    def _header_overrides(self) -> protocol.Headers:
+        return protocol.Headers.parse(self.header_args)
 
     async def _config(self) -> protocol.GatewayConfig:
         return self._config_from(await shared_connections.read(self.truefoundry_conn_id))
@@ -111,7 +108,8 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         (``start_from_trigger``): the deadline is then Airflow's trigger timeout for the task,
         fixed when it deferred the task, less :data:`..events.TIMEOUT_GRACE`.
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
+    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
+        overriding the connection's extra; each may also be given as its own keyword argument.
     :param last_status: the status the sensor saw last, so only changes are logged.
     :param cancel_on_kill: cancel the job when a user kills the deferred task (marks it failed or
         success, clears it). Airflow 3.3+ calls :meth:`on_kill` only for such a user action, never
@@ -131,14 +129,11 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         deadline: float | None = None,
         timeout: float | None = None,
         hook_params: dict[str, Any] | None = None,
-        provider_name: str | None = None,
-        provider_model: str | None = None,
-        vertex_storage_bucket_name: str | None = None,
-        file_purpose: str | None = None,
-        metadata: dict[str, str] | str | None = None,
+        header_args: Mapping[str, Any] | None = None,
         last_status: str | None = None,
         cancel_on_kill: bool = False,
         idempotency_key: str | None = None,
+        **flat_headers: Any,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -149,11 +144,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.timeout = None if timeout is None else float(timeout)
         self.hook_params = dict(hook_params or {})
-        self.provider_name = provider_name
-        self.provider_model = provider_model
-        self.vertex_storage_bucket_name = vertex_storage_bucket_name
-        self.file_purpose = file_purpose
-        self.metadata = metadata
+        self._set_headers(header_args, flat_headers)
         self.last_status = last_status
         self.cancel_on_kill = bool(cancel_on_kill)
         self.idempotency_key = idempotency_key
@@ -169,11 +160,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
                 "deadline": self.deadline,
                 **({} if self.timeout is None else {"timeout": self.timeout}),
                 "hook_params": self.hook_params,
-                "provider_name": self.provider_name,
-                "provider_model": self.provider_model,
-                "vertex_storage_bucket_name": self.vertex_storage_bucket_name,
-                "file_purpose": self.file_purpose,
-                "metadata": self.metadata,
+                "header_args": self.header_args,
                 "last_status": self.last_status,
                 "cancel_on_kill": self.cancel_on_kill,
                 "idempotency_key": self.idempotency_key,
@@ -357,7 +344,8 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
     :param job_metadata: report only jobs whose metadata holds every one of these pairs.
     :param poll_interval: seconds between polls.
     :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param provider_name: ``x-tfy-provider-name`` override; likewise the other header arguments.
+    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
+        overriding the connection's extra; each may also be given as its own keyword argument.
     """
 
     def __init__(
@@ -368,11 +356,8 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         job_metadata: dict[str, str] | None = None,
         poll_interval: float = 60.0,
         hook_params: dict[str, Any] | None = None,
-        provider_name: str | None = None,
-        provider_model: str | None = None,
-        vertex_storage_bucket_name: str | None = None,
-        file_purpose: str | None = None,
-        metadata: dict[str, str] | str | None = None,
+        header_args: Mapping[str, Any] | None = None,
+        **flat_headers: Any,
     ) -> None:
         super().__init__()
         where = type(self).__name__
@@ -391,11 +376,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         self.job_metadata = protocol.validate_metadata_filter(job_metadata)
         self.poll_interval = protocol.positive_number(poll_interval, "poll_interval", where)
         self.hook_params = dict(hook_params or {})
-        self.provider_name = provider_name
-        self.provider_model = provider_model
-        self.vertex_storage_bucket_name = vertex_storage_bucket_name
-        self.file_purpose = file_purpose
-        self.metadata = metadata
+        self._set_headers(header_args, flat_headers)
         self._header_overrides()  # bad header values fail here, when the DAG is parsed
         self._policy()
         if not AIRFLOW_V_3_3_PLUS:
@@ -417,11 +398,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
                 "job_metadata": self.job_metadata,
                 "poll_interval": self.poll_interval,
                 "hook_params": self.hook_params,
-                "provider_name": self.provider_name,
-                "provider_model": self.provider_model,
-                "vertex_storage_bucket_name": self.vertex_storage_bucket_name,
-                "file_purpose": self.file_purpose,
-                "metadata": self.metadata,
+                "header_args": self.header_args,
             },
         )
 
@@ -539,7 +516,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         config: protocol.GatewayConfig,
         floor: float | None,
         job_metadata: dict[str, str],
-        overrides: protocol.HeaderOptions,
+        overrides: protocol.Headers,
     ) -> tuple[list[FineTuningJob], float | None]:
         jobs: list[FineTuningJob] = []
         after = None

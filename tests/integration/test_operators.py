@@ -473,9 +473,9 @@ def test_the_key_fits_the_hooks_rule_and_depends_on_identity_and_inputs():
     from types import SimpleNamespace
 
     from airflow_provider_tfy.operators.fine_tuning import TrueFoundryCreateFineTuningJobOperator
-    from airflow_provider_tfy.protocol import HeaderOptions, validate_idempotency_key
+    from airflow_provider_tfy.protocol import Headers, validate_idempotency_key
 
-    config = SimpleNamespace(headers=HeaderOptions(provider_name="from-extra"))
+    config = SimpleNamespace(headers=Headers(provider_name="from-extra"))
 
     def key(try_number: int = 1, reuse: bool = True, map_index: int = -1, **kwargs: Any) -> str:
         op = TrueFoundryCreateFineTuningJobOperator(
@@ -501,3 +501,32 @@ def test_the_key_fits_the_hooks_rule_and_depends_on_identity_and_inputs():
     assert key(provider_name="from-extra") == base  # the same account, named in either place
     assert key(metadata={"team": "ml"}) == base  # request labels do not choose the account
     assert key(reuse=False) != key(reuse=False, try_number=2)
+
+
+def test_header_arguments_take_default_args_expand_and_are_documented():
+    import inspect
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_tfy.header_spec import HEADERS
+    from airflow_provider_tfy.operators.files import TrueFoundryUploadFileOperator
+    from airflow_provider_tfy.operators.fine_tuning import TrueFoundryCreateFineTuningJobOperator
+    from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
+
+    with DAG(dag_id="tfy_ops_headers", schedule=None, default_args={"provider_name": "from-default"}):
+        op = TrueFoundryCreateFineTuningJobOperator(task_id=CREATE, model=MODEL, training_file="f")
+        TrueFoundryFineTuningJobSensor.partial(task_id="wait").expand(
+            job_id=["a", "b"], vertex_storage_bucket_name=["x", "y"]
+        )
+    assert op.provider_name == "from-default"
+    assert op.header_overrides == {spec.name: None for spec in HEADERS} | {"provider_name": "from-default"}
+    for cls in (
+        TrueFoundryUploadFileOperator,
+        TrueFoundryCreateFineTuningJobOperator,
+        TrueFoundryFineTuningJobSensor,
+    ):
+        doc = cls.__doc__ or ""
+        for name in ("truefoundry_conn_id", "hook_params", *(spec.name for spec in HEADERS)):
+            assert doc.count(f":param {name}:") == 1, (cls, name)
+    params = inspect.signature(TrueFoundryFineTuningJobSensor.__mro__[1].__init__).parameters
+    assert all(params[spec.name].kind is inspect.Parameter.KEYWORD_ONLY for spec in HEADERS)

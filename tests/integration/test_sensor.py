@@ -158,7 +158,7 @@ def test_a_deferrable_sensor_with_a_running_job_defers_with_a_key_free_trigger(
     assert kwargs["poll_interval"] == 0.1
     assert before + 123 <= kwargs["deadline"] <= after + 123  # the sensor's timeout, as a wall-clock time
     assert kwargs["hook_params"] == FAST_HOOK_PARAMS
-    assert kwargs["provider_model"] == "gpt-4o-mini"
+    assert kwargs["header_args"] == {"provider_model": "gpt-4o-mini"}
     assert kwargs["last_status"] == "queued"  # the trigger will not log "queued" a second time
 
     # The trigger it handed over finishes the wait against the same gateway.

@@ -297,6 +297,49 @@ def test_serialize_round_trips(connected_gateway):
     assert clone.serialize() == (classpath, kwargs)
 
 
+def test_a_trigger_serialized_by_0_2_resumes_with_its_headers(connected_gateway):
+    """Kwargs exactly as 0.2 serialized them (each header its own key) still resume the wait."""
+    scripted = connected_gateway.add_job(statuses=("running", "succeeded"))
+    old_kwargs = {
+        "job_id": scripted.id,
+        "truefoundry_conn_id": CONN_ID,
+        "poll_interval": 0.05,
+        "deadline": time.time() + 10,
+        "hook_params": dict(FAST_HOOK_PARAMS),
+        "provider_name": "openai-main",
+        "provider_model": None,
+        "vertex_storage_bucket_name": "b",
+        "file_purpose": None,
+        "metadata": {"team": "ml"},
+        "last_status": "queued",
+        "cancel_on_kill": False,
+        "idempotency_key": None,
+    }
+
+    trigger = TrueFoundryFineTuningJobTrigger(**json.loads(json.dumps(old_kwargs)))
+    payload = only_event(run_trigger(trigger))
+
+    assert payload["status"] == "succeeded"
+    sent = connected_gateway.requests[-1].headers
+    assert sent.get("x-tfy-provider-name") == "openai-main"
+    assert sent.get("x-tfy-vertex-storage-bucket-name") == "b"
+    assert json.loads(sent.get("x-tfy-metadata")) == {"team": "ml"}
+    _, kwargs = trigger.serialize()
+    assert kwargs["header_args"] == {
+        "provider_name": "openai-main",
+        "vertex_storage_bucket_name": "b",
+        "metadata": {"team": "ml"},
+    }
+    assert "provider_name" not in kwargs
+
+
+def test_a_trigger_refuses_an_unknown_header_name():
+    with pytest.raises(TypeError, match="'provider'"):
+        make_trigger("ftjob-1", provider="x")
+    with pytest.raises(TypeError, match="'provider'"):
+        make_trigger("ftjob-1", header_args={"provider": "x"})
+
+
 def test_a_trigger_recreated_mid_wait_keeps_the_absolute_deadline(connected_gateway):
     scripted = connected_gateway.add_job(statuses=("queued", "running"))
     # Room for a slow start (a connection read and a pool opened in a fresh loop on a loaded CI

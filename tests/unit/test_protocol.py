@@ -378,7 +378,7 @@ def test_base_headers(request_: protocol.Request) -> None:
 def test_each_header_is_sent_only_when_set(name: str, value: Any, header: str, sent: str) -> None:
     from_extra = protocol.job_request(make_config(extra={name: value}), JOB_ID)
     assert tfy_headers(from_extra) == {header: sent}
-    from_argument = protocol.job_request(make_config(), JOB_ID, protocol.header_options(**{name: value}))
+    from_argument = protocol.job_request(make_config(), JOB_ID, protocol.Headers.parse({name: value}))
     assert tfy_headers(from_argument) == {header: sent}
 
 
@@ -400,7 +400,9 @@ def test_arguments_override_the_extra() -> None:
     config = make_config(
         extra={"provider_name": "from-extra", "provider_model": "model-extra", "metadata": {"a": "x"}}
     )
-    overrides = protocol.header_options(provider_name="from-arg", provider_model="", metadata={"b": "y"})
+    overrides = protocol.Headers.parse(
+        {"provider_name": "from-arg", "provider_model": "", "metadata": {"b": "y"}}
+    )
     headers = tfy_headers(protocol.job_request(config, JOB_ID, overrides))
     assert headers == {
         "x-tfy-provider-name": "from-arg",
@@ -477,7 +479,7 @@ def test_bad_header_values_are_refused(name: str, value: Any, fragment: str) -> 
     assert repr(name) in message
     assert fragment in message
     assert protocol.HEADER_NAMES[name] in message or "ASCII" in message
-    argument_error = expect_error(TrueFoundryConfigError, protocol.header_options, **{name: value})
+    argument_error = expect_error(TrueFoundryConfigError, protocol.Headers.parse, {name: value})
     assert str(argument_error).startswith("argument ")
     assert fragment in str(argument_error)
 

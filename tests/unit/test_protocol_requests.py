@@ -36,15 +36,15 @@ def test_header_args_declares_exactly_the_five_headers() -> None:
     assert protocol.HeaderArgs.__total__ is False
 
 
-def test_header_args_validates_like_header_options() -> None:
-    options = protocol.header_args({"provider_name": " openai-main ", "metadata": '{"a": "b"}'}, "m")
-    assert options == protocol.HeaderOptions(provider_name="openai-main", metadata={"a": "b"})
-    assert protocol.header_args({}, "m") == protocol.HeaderOptions()
+def test_header_args_validate_like_the_connections_extra() -> None:
+    options = protocol.Headers.from_args({"provider_name": " openai-main ", "metadata": '{"a": "b"}'}, "m")
+    assert options == protocol.Headers(provider_name="openai-main", metadata={"a": "b"})
+    assert protocol.Headers.from_args({}, "m") == protocol.Headers()
 
 
 def test_header_args_names_the_method_and_the_arguments_it_takes() -> None:
     with pytest.raises(TypeError) as info:
-        protocol.header_args({"provider": "x", "provider_name": "y"}, "upload_file")
+        protocol.Headers.from_args({"provider": "x", "provider_name": "y"}, "upload_file")
     message = str(info.value)
     assert "upload_file()" in message
     assert "'provider'" in message
@@ -53,7 +53,7 @@ def test_header_args_names_the_method_and_the_arguments_it_takes() -> None:
 
 
 def test_header_args_refuses_a_bad_value_as_config_error() -> None:
-    assert "control character" in config_error(protocol.header_args, {"provider_name": "a\r\nb"}, "m")
+    assert "control character" in config_error(protocol.Headers.from_args, {"provider_name": "a\r\nb"}, "m")
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_list_request_sends_limit_after_and_the_metadata_filter_as_openai_writes
 
 def test_list_request_sends_header_overrides() -> None:
     request = protocol.list_request(
-        make_config({"provider_name": "from-extra"}), 5, overrides=protocol.HeaderOptions(provider_name="arg")
+        make_config({"provider_name": "from-extra"}), 5, overrides=protocol.Headers(provider_name="arg")
     )
     assert request.headers["x-tfy-provider-name"] == "arg"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
@@ -116,7 +116,7 @@ def test_list_request_checks_the_after_cursor_like_a_job_id() -> None:
 
 def test_create_request_posts_the_json_body_and_is_not_safe_to_repeat() -> None:
     body = {"model": "m", "training_file": "file-1", "metadata": {"k": "é"}}
-    request = protocol.create_request(make_config(), body, protocol.HeaderOptions(provider_name="p"))
+    request = protocol.create_request(make_config(), body, protocol.Headers(provider_name="p"))
     assert request.method == "POST"
     assert request.url == f"{BASE}/fine_tuning/jobs"
     assert request.headers["Content-Type"] == "application/json"
@@ -149,7 +149,7 @@ def test_upload_request_names_the_multipart_fields_and_may_be_repeated() -> None
         make_config(),
         filename="train.jsonl",
         purpose="fine-tune",
-        overrides=protocol.HeaderOptions(provider_name="p"),
+        overrides=protocol.Headers(provider_name="p"),
     )
     assert request.method == "POST"
     assert request.url == f"{BASE}/files"
@@ -187,4 +187,43 @@ def test_upload_request_refuses_an_unusable_file_name(filename: str) -> None:
     config = make_config({"provider_name": "p"})
     assert "rename the file" in config_error(
         protocol.upload_request, config, filename=filename, purpose="fine-tune"
+    )
+
+
+def test_the_typed_mirrors_match_the_declaration() -> None:
+    from dataclasses import fields
+
+    from airflow_provider_tfy.header_spec import HEADERS
+
+    names = [spec.name for spec in HEADERS]
+    assert list(protocol.HeaderArgs.__annotations__) == names
+    assert [f.name for f in fields(protocol.Headers)] == names
+    for spec in HEADERS:
+        assert f":param {spec.name}: ``{spec.header}``" in (protocol.HeaderArgs.__doc__ or "")
+
+
+def test_unknown_header_names_are_refused_naming_the_caller() -> None:
+    with pytest.raises(TypeError, match=r"Trigger\(\) got unexpected keyword argument\(s\) 'provider'"):
+        protocol.check_header_names({"provider": "x"}, "Trigger")
+    protocol.check_header_names({"provider_name": "x"}, "Trigger")
+
+
+def test_the_create_fields_agree_everywhere() -> None:
+    """The create arguments are listed where users and mypy read them: the lists must agree."""
+    import inspect
+
+    from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
+    from airflow_provider_tfy.operators.fine_tuning import (
+        CREATE_FIELDS,
+        TrueFoundryCreateFineTuningJobOperator,
+    )
+
+    def keywords(func: Any) -> list[str]:
+        params = inspect.signature(func).parameters.values()
+        return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    assert keywords(protocol.create_body) == [*CREATE_FIELDS, "idempotency_key"]
+    assert keywords(TrueFoundryHook.create_fine_tuning_job) == [*CREATE_FIELDS, "idempotency_key"]
+    assert keywords(TrueFoundryCreateFineTuningJobOperator.__init__)[: len(CREATE_FIELDS)] == list(
+        CREATE_FIELDS
     )

@@ -1,0 +1,83 @@
+"""The ``x-tfy-*`` header arguments, declared once: tasks, hook, triggers and the connection form.
+
+Imports nothing: the provider's metadata and DAG parsing read it without Airflow or the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HeaderSpec:
+    """One ``x-tfy-*`` header argument: what every task, hook, trigger and the connection form take."""
+
+    name: str
+    header: str
+    doc: str  # the ``:param`` line
+    label: str  # the connection form's
+    description: str
+    placeholder: str
+    mapping: bool = False  # an object of strings (or its JSON text), not a string
+    account: bool = False  # chooses the provider account a job runs under: part of its idempotency key
+
+
+# The one declaration: adding a header here adds it to the tasks, hook, triggers and form.
+HEADERS: tuple[HeaderSpec, ...] = (
+    HeaderSpec(
+        "provider_name",
+        "x-tfy-provider-name",
+        "the provider-account integration (e.g. ``openai-main``)",
+        "Provider account",
+        "Default x-tfy-provider-name header: the name of your provider-account integration in "
+        "TrueFoundry (for example openai-main), not the vendor's name. Needed when the gateway "
+        "cannot tell which account a job belongs to.",
+        "openai-main",
+        account=True,
+    ),
+    HeaderSpec(
+        "provider_model",
+        "x-tfy-provider-model",
+        "the provider's base model id (Vertex AI)",
+        "Provider model",
+        "Default x-tfy-provider-model header: the provider's base model id. Vertex AI jobs need "
+        "it (for example gemini-2.0-flash-001); leave empty for OpenAI.",
+        "gemini-2.0-flash-001",
+        account=True,
+    ),
+    HeaderSpec(
+        "vertex_storage_bucket_name",
+        "x-tfy-vertex-storage-bucket-name",
+        "the GCS bucket for tuning data and outputs (Vertex AI)",
+        "Vertex storage bucket",
+        "Default x-tfy-vertex-storage-bucket-name header: the GCS bucket holding tuning data and "
+        "outputs. Only for Vertex AI jobs; leave empty otherwise.",
+        "my-tuning-bucket",
+        account=True,
+    ),
+    HeaderSpec(
+        "file_purpose",
+        "x-tfy-file-purpose",
+        "the file purpose",
+        "File purpose",
+        "Default x-tfy-file-purpose header, for example fine-tune. Usually left empty.",
+        "fine-tune",
+    ),
+    HeaderSpec(
+        "metadata",
+        "x-tfy-metadata",
+        "an object of strings (or its JSON text)",
+        "Request metadata (JSON)",
+        "Default x-tfy-metadata header: a JSON object of string keys to string values, e.g. "
+        '{"team": "ml-platform"}. The gateway uses it for routing, rate-limit and budget rules '
+        "and metrics filters.",
+        '{"team": "ml-platform"}',
+        mapping=True,
+    ),
+)
+HEADER_NAMES = {spec.name: spec.header for spec in HEADERS}
+
+
+def param_lines(suffix: str = "", indent: str = "    ") -> str:
+    """The header arguments' ``:param`` lines, appended to the docstrings of what takes them."""
+    return "".join(f"\n{indent}:param {s.name}: ``{s.header}``, {s.doc}{suffix}." for s in HEADERS)
