@@ -11,15 +11,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from airflow_provider_tfy.exceptions import (
-    TrueFoundryAPIError,
-    TrueFoundryConfigError,
-    TrueFoundryConnectionError,
-    TrueFoundryError,
-    TrueFoundryResponseError,
-)
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
-from airflow_provider_tfy.protocol.responses import json_type
+from airflow_provider_tfy.protocol.answers import json_type
 
 IDEMPOTENCY_METADATA_KEY = "airflow_idempotency_key"
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -188,17 +182,9 @@ def create_not_done(error: TrueFoundryError, key: str, attempts: int) -> TrueFou
 
 
 def _restated(error: TrueFoundryError, message: str, *, retryable: bool) -> TrueFoundryError:
-    new: TrueFoundryError
-    if isinstance(error, TrueFoundryAPIError):
-        new = TrueFoundryAPIError(
-            message, status_code=int(error.status_code), body_excerpt=error.body_excerpt, retryable=retryable
-        )
-    elif isinstance(error, TrueFoundryConnectionError):
-        new = TrueFoundryConnectionError(message, request_sent=error.request_sent)
-    elif isinstance(error, TrueFoundryResponseError):
-        new = TrueFoundryResponseError(message)
-    else:
-        new = TrueFoundryError(message)
+    """A copy of ``error`` (same class and details) with a new message."""
+    new = type(error).__new__(type(error), message)  # __init__ would want the details again
+    new.__dict__.update(vars(error))
     new.retryable = retryable
     return new
 

@@ -1,67 +1,17 @@
-"""Files: the uploaded file object, and checking a JSONL training file before it is sent."""
+"""Checking a JSONL training file before it is sent, fed in chunks by the transport."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
-from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryResponseError
-from airflow_provider_tfy.models import FILE_TIMESTAMP_FIELDS, TrueFoundryFile
-from airflow_provider_tfy.protocol.configuration import GatewayConfig
-from airflow_provider_tfy.protocol.jobs import typed_fields, unix_seconds
-from airflow_provider_tfy.protocol.requests import Request
-from airflow_provider_tfy.protocol.responses import check_status, excerpt, json_body, json_type
+from airflow_provider_tfy.exceptions import TrueFoundryConfigError
+from airflow_provider_tfy.protocol.answers import json_type
 
 # The gateway's documented limit per file; checked before upload so a large file is refused in
 # seconds rather than after minutes of sending.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # How many bad lines a refusal names: enough to see a pattern, short enough to read.
 MAX_REPORTED_LINES = 5
-_FILE_FIELDS: dict[str, tuple[type, bool]] = {
-    "object": (str, False),
-    "bytes": (int, True),
-    "created_at": (int, True),
-    "filename": (str, True),
-    "purpose": (str, True),
-    "status": (str, True),
-    "expires_at": (int, True),
-    "status_details": (str, True),
-}
-
-
-def parse_file(data: Any) -> TrueFoundryFile:
-    """Turn the decoded JSON of an upload's answer into a :class:`TrueFoundryFile`, strictly."""
-    if not isinstance(data, dict):
-        raise _bad_file(f"the body is a JSON {json_type(data)}, not an object")
-    file_id = data.get("id")
-    if not isinstance(file_id, str) or not file_id:
-        problem = "is missing" if file_id is None else f"is {json_type(file_id)}, not a non-empty string"
-        raise _bad_file(f"field 'id' {problem}")
-    values = typed_fields(data, _FILE_FIELDS, _bad_file)
-    if values.get("object", "file") != "file":
-        # Not quoted: a misbehaving gateway could echo anything there, even the key.
-        raise _bad_file(f"field 'object' is not 'file' ({len(values['object'])} characters)")
-    for name in FILE_TIMESTAMP_FIELDS & values.keys():
-        values[name] = unix_seconds(values[name])
-    return TrueFoundryFile(id=file_id, raw=data, **values)
-
-
-def read_file_response(
-    config: GatewayConfig,
-    request: Request,
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float | None = None,
-) -> TrueFoundryFile:
-    """Classify the answer to an upload and return the file object, or raise."""
-    check_status(config, request, status, headers, body, now=now)
-    file = parse_file(json_body(config, request, status, body))
-    if file.status_details and config.api_key in file.status_details:
-        file = parse_file({**file.raw, "status_details": excerpt(file.status_details, config.api_key)})
-    return file
 
 
 class JsonlValidator:
@@ -146,10 +96,3 @@ class JsonlValidator:
             self.bad_count += 1
             if len(self.bad_lines) < MAX_REPORTED_LINES:
                 self.bad_lines.append((self.lines, problem))
-
-
-def _bad_file(problem: str) -> TrueFoundryResponseError:
-    return TrueFoundryResponseError(
-        f"The gateway's answer is not a file object: {problem}. The gateway may not follow "
-        "TrueFoundry's files API; check the connection's base URL."
-    )

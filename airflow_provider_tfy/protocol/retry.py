@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_tfy.exceptions import (
     TrueFoundryAPIError,
@@ -14,6 +15,9 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryConnectionError,
     TrueFoundryError,
 )
+
+if TYPE_CHECKING:
+    import tenacity
 
 # Eight retries with backoff from 1 s capped at 30 s wait at least 60 s in all: a one-minute
 # gateway blip passes inside a single call.
@@ -119,21 +123,42 @@ class RetryPolicy:
         retry_after = getattr(error, "retry_after", None)
         return retry_after if retry_after is not None else self.backoff(retry_number, rng)
 
-    def wait_after_failure(
+    def tenacity_args(
         self,
-        failures_in_a_row: int,
-        error: BaseException,
-        poll_interval: float,
-        rng: Callable[[], float] = random.random,
-    ) -> float:
-        """Seconds a long-running poller waits after its n-th transient failure in a row.
+        *,
+        safe_to_repeat: bool = True,
+        deadline: float | None = None,
+        before_sleep: Callable[[tenacity.RetryCallState], Any] | None = None,
+    ) -> dict[str, Any]:
+        """The keyword arguments of ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` for one call.
 
-        The first ``max_retries`` failures are retried like a call retries them; after that the
-        poller falls back to its usual interval, as a sensor does at its next poke. A long
-        ``Retry-After`` is honoured in full: a poller that keeps waiting has no reason to hurry.
+        The hook's loop and the trigger's are both built from this, so they retry alike: what
+        :meth:`should_retry` allows, after :meth:`wait_before_retry`, and never a sleep that would
+        end past ``deadline`` (wall-clock ``time.time()``): a wait's last poll is at its deadline.
         """
-        wait = self.wait_before_retry(failures_in_a_row, error, rng)
-        if wait is not None:
-            return wait
-        retry_after = getattr(error, "retry_after", None)
-        return max(poll_interval, retry_after or 0.0)
+
+        def error(state: tenacity.RetryCallState) -> BaseException:
+            assert state.outcome is not None  # tenacity asks only after an attempt
+            return state.outcome.exception() or Exception()
+
+        return {
+            "retry": lambda state: self.should_retry(
+                state.attempt_number, error(state), safe_to_repeat=safe_to_repeat
+            ),
+            "wait": lambda state: self.wait_before_retry(state.attempt_number, error(state)) or 0.0,
+            "stop": lambda state: deadline is not None and time.time() + state.upcoming_sleep > deadline,
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+
+def wait_after_failed_poll(error: BaseException, poll_interval: float) -> float:
+    """What a failure that outlasted a call's retries means for a wait (worker or deferred alike).
+
+    Raises ``error`` if no retry can mend it; otherwise the wait goes on (one bad minute must not
+    fail an hours-long wait), and this returns the seconds until the next poll: the interval, or a
+    longer ``Retry-After`` honoured in full.
+    """
+    if not isinstance(error, TrueFoundryError) or not error.retryable:
+        raise error
+    return max(poll_interval, getattr(error, "retry_after", None) or 0.0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
-from airflow_provider_tfy.protocol.jobs import carries_metadata
+from airflow_provider_tfy.protocol.objects import carries_metadata
 
 
 @dataclass(frozen=True)

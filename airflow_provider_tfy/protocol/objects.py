@@ -1,0 +1,172 @@
+"""The gateway's objects parsed strictly: the fine-tuning job, a page of jobs, the uploaded file."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from airflow_provider_tfy.exceptions import TrueFoundryResponseError
+from airflow_provider_tfy.models import (
+    FILE_TIMESTAMP_FIELDS,
+    TIMESTAMP_FIELDS,
+    FineTuningJob,
+    FineTuningJobError,
+    TrueFoundryFile,
+)
+from airflow_provider_tfy.protocol.answers import excerpt, json_type
+
+# name: (type, nullable), from the spec's 200 schema. ``id`` and ``status`` are needed to wait on
+# a job at all; the rest is checked when present and read as None when missing, since gateways of
+# the same design omit some (Vertex jobs have no organization).
+_JOB_FIELDS: dict[str, tuple[type, bool]] = {
+    "object": (str, False),
+    "model": (str, False),
+    "created_at": (int, False),
+    "finished_at": (int, True),
+    "fine_tuned_model": (str, True),
+    "organization_id": (str, False),
+    "result_files": (list, False),
+    "validation_file": (str, True),
+    "training_file": (str, False),
+    "hyperparameters": (dict, True),
+    "trained_tokens": (int, True),
+    "integrations": (list, True),
+    "seed": (int, True),
+    "estimated_finish": (int, True),
+    "method": (dict, True),
+    "metadata": (dict, True),
+}
+_FILE_FIELDS: dict[str, tuple[type, bool]] = {
+    "object": (str, False),
+    "bytes": (int, True),
+    "created_at": (int, True),
+    "filename": (str, True),
+    "purpose": (str, True),
+    "status": (str, True),
+    "expires_at": (int, True),
+    "status_details": (str, True),
+}
+# Unix seconds pass 1e11 only in the year 5138: anything larger is milliseconds (Vertex jobs).
+_MILLISECONDS_FROM = 10**11
+
+
+class JobPage(NamedTuple):
+    """One page of the job list: its jobs, newest first, and whether more follow."""
+
+    jobs: list[FineTuningJob]
+    has_more: bool
+
+
+def parse_job(data: Any) -> FineTuningJob:
+    """The :class:`FineTuningJob` in a decoded retrieve answer, or a :class:`TrueFoundryResponseError`
+    naming the field and what was wrong (never a bare KeyError or TypeError)."""
+    values = _typed_fields(data, _JOB_FIELDS, ("id", "status"), "fine_tuning.job", "a fine-tuning job")
+    for name, item_type in (("result_files", str), ("integrations", dict)):
+        if not all(isinstance(item, item_type) for item in values.get(name) or ()):
+            raise _not_a("a fine-tuning job", f"field {name!r} must be an array of {json_type(item_type())}s")
+    if not all(isinstance(v, str) for v in (values.get("metadata") or {}).values()):
+        raise _not_a("a fine-tuning job", "field 'metadata' must map strings to strings")
+    return FineTuningJob(error=_job_error(data.get("error")), raw=data, **_seconds(values, TIMESTAMP_FIELDS))
+
+
+def parse_file(data: Any) -> TrueFoundryFile:
+    """The :class:`TrueFoundryFile` in a decoded upload answer, parsed as strictly as a job."""
+    values = _typed_fields(data, _FILE_FIELDS, ("id",), "file", "a file object")
+    return TrueFoundryFile(raw=data, **_seconds(values, FILE_TIMESTAMP_FIELDS))
+
+
+def parse_page(data: Any, target: str, secret: str) -> JobPage:
+    """The :class:`JobPage` in a decoded list answer (each job key-free, see :func:`without_secret`)."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        what = "no 'data' array" if isinstance(data, dict) else f"a JSON {json_type(data)}"
+        raise TrueFoundryResponseError(
+            f"The gateway's answer to {target} is not a list of fine-tuning jobs: it has "
+            f"{what}. The gateway may not follow TrueFoundry's fine-tuning API; check the base URL."
+        )
+    has_more = data.get("has_more", False)
+    if not isinstance(has_more, bool):
+        raise _not_a("a fine-tuning job", f"the list's 'has_more' is {json_type(has_more)}, not a boolean")
+    return JobPage([without_secret(parse_job(item), secret) for item in data["data"]], has_more)
+
+
+def without_secret(job: FineTuningJob, secret: str) -> FineTuningJob:
+    """The job with its ``error`` cut short and any echo of the key redacted: the gateway's text
+    travels into exceptions, logs, trigger events and XCom."""
+    if job.error is None:
+        return job
+    parts = {k: excerpt(v, secret) if v else v for k, v in dataclasses.asdict(job.error).items()}
+    return dataclasses.replace(job, error=FineTuningJobError(**parts), raw={**job.raw, "error": parts})
+
+
+def carries_metadata(job: FineTuningJob, wanted: Mapping[str, str]) -> bool:
+    """Whether the job's own metadata holds every wanted pair (a gateway may ignore the filter)."""
+    metadata = job.metadata or {}
+    return all(metadata.get(key) == value for key, value in wanted.items())
+
+
+def next_page_after(jobs: list[FineTuningJob], has_more: bool, after: str | None) -> str | None:
+    """The ``after`` cursor for the next page, or None when the list is done; a gateway that
+    ignores ``after`` (the same page again) is an error, not an endless iterator."""
+    if not has_more or not jobs:
+        return None
+    if jobs[-1].id == after:
+        raise TrueFoundryResponseError(
+            f"The gateway answered the same page of fine-tuning jobs again for after={after!r}: it "
+            "does not follow the list's pagination, so the jobs past that page cannot be listed. "
+            "Check that the base URL points at the gateway itself, not a proxy that drops the query."
+        )
+    return jobs[-1].id
+
+
+def _typed_fields(
+    data: Any, types: Mapping[str, tuple[type, bool]], required: tuple[str, ...], kind: str, what: str
+) -> dict[str, Any]:
+    """The required strings and the present, non-null ``types`` fields of an object, type-checked."""
+    if not isinstance(data, dict):
+        raise _not_a(what, f"the body is a JSON {json_type(data)}, not an object")
+    values: dict[str, Any] = {}
+    for name in required:
+        value = values[name] = data.get(name)
+        if not isinstance(value, str) or not value:
+            problem = "is missing" if value is None else f"is {json_type(value)}, not a non-empty string"
+            raise _not_a(what, f"field {name!r} {problem}")
+    for name, (type_, nullable) in types.items():
+        value = data.get(name)
+        if value is None:
+            if name in data and not nullable:
+                raise _not_a(what, f"field {name!r} is null")
+        elif not isinstance(value, type_) or isinstance(value, bool):
+            raise _not_a(what, f"field {name!r} is {json_type(value)}, expected {json_type(type_())}")
+        else:
+            values[name] = value
+    if values.get("object", kind) != kind:
+        # Not quoted: a misbehaving gateway could echo anything there, even the key.
+        raise _not_a(what, f"field 'object' is not {kind!r} ({len(values['object'])} characters)")
+    return values
+
+
+def _seconds(values: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    for name in names & values.keys():
+        if values[name] >= _MILLISECONDS_FROM:
+            values[name] //= 1000
+    return values
+
+
+def _job_error(value: Any) -> FineTuningJobError | None:
+    """The gateway's optional ``error``, read leniently: the spec does not define it."""
+    if isinstance(value, str) and value:
+        return FineTuningJobError(message=value)
+    if not isinstance(value, dict) or not any(value.get(k) for k in ("code", "message", "param")):
+        return None
+    return FineTuningJobError(
+        **{k: None if value.get(k) in (None, "") else str(value[k]) for k in ("code", "message", "param")}
+    )
+
+
+def _not_a(what: str, problem: str) -> TrueFoundryResponseError:
+    api = "files" if what == "a file object" else "fine-tuning"
+    return TrueFoundryResponseError(
+        f"The gateway's answer is not {what}: {problem}. The gateway may not follow "
+        f"TrueFoundry's {api} API; check the connection's base URL."
+    )
