@@ -28,7 +28,7 @@ class FileSource:
     def __init__(self, file: Any) -> None:
         if isinstance(file, str) and "://" in file:
             file = _object_storage_path(file)
-        self.shown = str(file)
+        self.location = str(file)
         self._open: Callable[[], IO[bytes]]
         if isinstance(file, str | os.PathLike):
             path = Path(file)
@@ -63,7 +63,7 @@ class FileSource:
 
         Returns its size in bytes. Reading stops as soon as the file is known to be too large.
         """
-        validator = protocol.JsonlValidator(self.name or self.shown)
+        validator = protocol.JsonlValidator(self.name or self.location)
         with self.open() as stream:
             while not validator.too_large and (chunk := self._read(stream, CHUNK_BYTES)):
                 validator.feed(chunk)
@@ -81,7 +81,7 @@ class FileSource:
             raise self._error(f"could not be read ({type(err).__name__}: {str(err)[:200]})") from None
 
     def _error(self, problem: str) -> TrueFoundryConfigError:
-        return TrueFoundryConfigError(f"The file to upload, {self.shown}, {problem}. Nothing was sent.")
+        return TrueFoundryConfigError(f"The file to upload, {self.location}, {problem}. Nothing was sent.")
 
 
 class SizedReader:

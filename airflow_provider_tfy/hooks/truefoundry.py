@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
-from functools import cached_property, partial
+from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import requests
@@ -25,17 +25,18 @@ from airflow_provider_tfy.exceptions import (
 )
 from airflow_provider_tfy.hooks._sources import FileSource, SizedReader
 from airflow_provider_tfy.metrics import JobMetric, count
-from airflow_provider_tfy.protocol import HeaderArgs
+from airflow_provider_tfy.protocol import HeaderArgs, Headers
 from airflow_provider_tfy.provider_info import CONN_TYPE, EXTRA_FIELDS, HOOK_NAME, ui_field_behaviour
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from airflow.sdk import ObjectStoragePath
 
     from airflow_provider_tfy.models import FineTuningJob, TrueFoundryFile
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class TrueFoundryHook(BaseHook):
@@ -100,6 +101,11 @@ class TrueFoundryHook(BaseHook):
         session.mount("http://", adapter)
         return session
 
+    @cached_property
+    def gateway(self) -> protocol.Gateway:
+        """The sans-I/O core for this gateway: it builds the requests and reads the answers."""
+        return protocol.Gateway(self.config)
+
     def get_fine_tuning_job(self, job_id: str, **headers: Unpack[HeaderArgs]) -> FineTuningJob:
         """Retrieve one fine-tuning job (``GET /fine_tuning/jobs/{job_id}``).
 
@@ -112,9 +118,7 @@ class TrueFoundryHook(BaseHook):
         :raises TrueFoundryConnectionError: the gateway was unreachable through every retry.
         :raises TrueFoundryResponseError: the answer is not a fine-tuning job.
         """
-        overrides = protocol.Headers.from_args(headers, "get_fine_tuning_job")
-        request = protocol.job_request(self.config, job_id, overrides)
-        return self._call(request, partial(protocol.read_job_response, self.config, request, job_id=job_id))
+        return self._call(self.gateway.retrieve(job_id, Headers.from_args(headers, "get_fine_tuning_job")))
 
     def upload_file(
         self,
@@ -137,19 +141,18 @@ class TrueFoundryHook(BaseHook):
         Transient failures are retried, streaming the file again from the start: at worst the
         gateway keeps a duplicate file, which costs nothing.
         """
-        overrides = protocol.Headers.from_args(headers, "upload_file")
         source = FileSource(file)
-        request = protocol.upload_request(
-            self.config, filename=source.name, purpose=purpose, overrides=overrides
+        request = self.gateway.upload(
+            filename=source.name, purpose=purpose, headers=Headers.from_args(headers, "upload_file")
         )
         if validate:
             source.validate()
         else:
             source.open().close()  # a missing or unreadable file is refused before any request
-        uploaded = self._call(request, partial(protocol.read_file_response, self.config, request), source)
+        uploaded = self._call(request, source)
         self.log.info(
             "Uploaded %s as file %s (%s bytes, purpose %s).",
-            source.shown,
+            source.location,
             uploaded.id,
             uploaded.bytes,
             purpose,
@@ -201,53 +204,65 @@ class TrueFoundryHook(BaseHook):
             job_metadata=job_metadata,
             idempotency_key=key,
         )
-        overrides = protocol.Headers.from_args(headers, "create_fine_tuning_job")
-        request = protocol.create_request(self.config, body, overrides)
+        overrides = Headers.from_args(headers, "create_fine_tuning_job")
+        request = self.gateway.create(body, overrides)
         if key is not None and (existing := self._reattach(key, overrides)):
             return existing
-        for attempt in itertools.count(1):
+        attempts, unsure = 0, False
+
+        def look_then_create() -> tuple[FineTuningJob, bool]:
+            nonlocal attempts, unsure
+            # After an answer that leaves the outcome unknown, a keyed create looks before it
+            # creates again (after the loop's wait, which lets a created job become visible).
+            if unsure and key is not None and (existing := self._reattach(key, overrides)):
+                return existing, False
+            attempts += 1
             try:
-                job = self._call(request, partial(protocol.read_job_response, self.config, request))
+                return self.gateway.read(request, self._send(request)), True
             except TrueFoundryError as err:
-                if not protocol.could_have_been_applied(err):
-                    raise
-                if key is None:
-                    raise protocol.create_outcome_unknown(err, request.target) from None
-                wait = self.retry_policy.wait_before_retry(attempt, err)
-                self.log.warning(
-                    "Creating the fine-tuning job may or may not have worked (%s); looking for a job "
-                    "with idempotency key %r before creating it again.",
-                    err,
-                    key,
-                )
-                if wait:
-                    time.sleep(wait)  # also lets a job the gateway did create become visible
-                if existing := self._reattach(key, overrides):
-                    return existing
-                if wait is None:
-                    raise protocol.create_not_done(err, key, attempt) from None
-                continue
-            count(JobMetric.CREATED)
-            self.log.info(
-                "Created fine-tuning job %s (model %s, status %s%s).",
-                job.id,
-                job.model,
-                job.status,
-                f", idempotency key {key!r}" if key else "",
-            )
+                unsure = protocol.could_have_been_applied(err)
+                if unsure and key is not None:
+                    self.log.warning(
+                        "Creating the fine-tuning job may or may not have worked (%s); looking for a job "
+                        "with idempotency key %r before creating it again.",
+                        err,
+                        key,
+                    )
+                raise
+
+        try:
+            # With a key every failure may be retried: the look above keeps it to one job.
+            job, created = self._retry(look_then_create, safe_to_repeat=key is not None)
+        except TrueFoundryError as err:
+            if not protocol.could_have_been_applied(err):
+                raise
             if key is None:
-                return job
-            try:  # an overlapping try may have created one too: both must end on the same job
-                return self._converge(key, overrides, created=job) or job
-            except TrueFoundryError as err:  # the job exists: never lose it over the second look
-                self.log.warning(
-                    "Could not look for other fine-tuning jobs with idempotency key %r (%s); a "
-                    "later look converges them.",
-                    key,
-                    err,
-                )
-                return job
-        raise AssertionError("unreachable")  # pragma: no cover - the loop only returns or raises
+                raise protocol.create_outcome_unknown(err, request.target) from None
+            if existing := self._reattach(key, overrides):
+                return existing
+            raise protocol.create_not_done(err, key, attempts) from None
+        if not created:
+            return job
+        count(JobMetric.CREATED)
+        self.log.info(
+            "Created fine-tuning job %s (model %s, status %s%s).",
+            job.id,
+            job.model,
+            job.status,
+            f", idempotency key {key!r}" if key else "",
+        )
+        if key is None:
+            return job
+        try:  # an overlapping try may have created one too: both must end on the same job
+            return self._converge(key, overrides, created=job) or job
+        except TrueFoundryError as err:  # the job exists: never lose it over the second look
+            self.log.warning(
+                "Could not look for other fine-tuning jobs with idempotency key %r (%s); a later look "
+                "converges them.",
+                key,
+                err,
+            )
+            return job
 
     def converge_fine_tuning_jobs(
         self, idempotency_key: str, **headers: Unpack[HeaderArgs]
@@ -259,7 +274,7 @@ class TrueFoundryHook(BaseHook):
         cancelled. Where the gateway cannot cancel (404/405), a warning names every job with the
         key. Looks at the newest ``LOOKUP_MAX_PAGES`` pages of ``LOOKUP_PAGE_SIZE`` jobs at most.
         """
-        overrides = protocol.Headers.from_args(headers, "converge_fine_tuning_jobs")
+        overrides = Headers.from_args(headers, "converge_fine_tuning_jobs")
         key = protocol.validate_idempotency_key(idempotency_key)
         if key is None:
             raise TypeError("converge_fine_tuning_jobs() needs an idempotency_key")
@@ -280,16 +295,12 @@ class TrueFoundryHook(BaseHook):
         :param page_size: jobs per request (1-100).
         :param after: start after this job id.
         """
-        overrides = protocol.Headers.from_args(headers, "list_fine_tuning_jobs")
+        overrides = Headers.from_args(headers, "list_fine_tuning_jobs")
         wanted = protocol.validate_metadata_filter(job_metadata)
         # Built now, so bad arguments fail at the call rather than at the first next().
-        protocol.list_request(self.config, page_size, after=after, job_metadata=wanted, overrides=overrides)
-        return (
-            job
-            for jobs, _ in self._pages(wanted, page_size, after, overrides)
-            for job in jobs
-            if protocol.carries_metadata(job, wanted)
-        )
+        self.gateway.list(page_size, after=after, job_metadata=wanted, headers=overrides)
+        pages = self._pages(wanted, page_size, after, overrides)
+        return (job for page in pages for job in page.jobs if protocol.carries_metadata(job, wanted))
 
     def cancel_fine_tuning_job(self, job_id: str, **headers: Unpack[HeaderArgs]) -> FineTuningJob:
         """Cancel a fine-tuning job (``POST /fine_tuning/jobs/{job_id}/cancel``) and return it.
@@ -299,9 +310,7 @@ class TrueFoundryHook(BaseHook):
         :raises TrueFoundryAPIError: HTTP 404/405 for the cancel path: this gateway cannot cancel
             fine-tuning jobs (or, for 404, does not know the job).
         """
-        overrides = protocol.Headers.from_args(headers, "cancel_fine_tuning_job")
-        request = protocol.cancel_request(self.config, job_id, overrides)
-        job = self._call(request, partial(protocol.read_cancel_response, self.config, request, job_id=job_id))
+        job = self._call(self.gateway.cancel(job_id, Headers.from_args(headers, "cancel_fine_tuning_job")))
         self.log.info(
             "Asked the gateway to cancel fine-tuning job %s; its status is now %s.", job.id, job.status
         )
@@ -313,42 +322,43 @@ class TrueFoundryHook(BaseHook):
         The messages name no connection id: Airflow's Test button runs this under a throwaway one.
         """
         try:
-            config = self.config
-            request = protocol.list_request(config, limit=1)
-            protocol.read_list_response(config, request, *self._send(request))
+            request = self.gateway.list(1)
+            self.gateway.read(request, self._send(request))
         except TrueFoundryConnectionError as err:
             return False, f"Could not reach the gateway: {err}"
         except TrueFoundryAuthError as err:
             detail = f" ({err.body_excerpt.rstrip('. ')})" if err.body_excerpt else ""
             return False, (
-                f"The gateway at {config.origin} rejected the API key (HTTP {err.status_code}){detail}. "
+                f"The gateway at {self.config.origin} rejected the API key (HTTP {err.status_code}){detail}. "
                 "Check that the API key is a valid TrueFoundry token that may read fine-tuning jobs."
             )
         except FineTuningJobNotFound:
             return False, (
-                f"{config.base_url} does not serve TrueFoundry's fine-tuning API (HTTP 404 for "
-                f"{protocol.JOBS_PATH}). Check the gateway base URL, including any path prefix "
-                "such as /api/llm."
+                f"{self.config.base_url} does not serve TrueFoundry's fine-tuning API (HTTP 404 for "
+                f"{protocol.JOBS_PATH}). Check the gateway base URL, including any path prefix such as "
+                "/api/llm."
             )
         except TrueFoundryError as err:
             return False, str(err)
-        return True, f"Connected to the TrueFoundry gateway at {config.base_url}; the API key was accepted."
+        return (
+            True,
+            f"Connected to the TrueFoundry gateway at {self.config.base_url}; the API key was accepted.",
+        )
 
     def _pages(
-        self, wanted: dict[str, str], page_size: int, after: str | None, overrides: protocol.Headers
-    ) -> Iterator[tuple[list[FineTuningJob], bool]]:
-        """Each page of the job list with whether more follow, fetched only when asked for."""
+        self, wanted: dict[str, str], page_size: int, after: str | None, overrides: Headers
+    ) -> Iterator[protocol.JobPage]:
+        """Each page of the job list, fetched only when asked for."""
         while True:
-            request = protocol.list_request(
-                self.config, page_size, after=after, job_metadata=wanted, overrides=overrides
+            page = self._call(
+                self.gateway.list(page_size, after=after, job_metadata=wanted, headers=overrides)
             )
-            jobs, has_more = self._call(request, partial(protocol.read_jobs_page, self.config, request))
-            yield jobs, has_more
-            after = protocol.next_page_after(jobs, has_more, after)
+            yield page
+            after = protocol.next_page_after(page.jobs, page.has_more, after)
             if after is None:
                 return
 
-    def _reattach(self, key: str, overrides: protocol.Headers) -> FineTuningJob | None:
+    def _reattach(self, key: str, overrides: Headers) -> FineTuningJob | None:
         """The survivor among the jobs carrying ``key`` (the others cancelled), or None."""
         job = self._converge(key, overrides)
         if job is not None:
@@ -363,7 +373,7 @@ class TrueFoundryHook(BaseHook):
         return job
 
     def _converge(
-        self, key: str, overrides: protocol.Headers, created: FineTuningJob | None = None
+        self, key: str, overrides: Headers, created: FineTuningJob | None = None
     ) -> FineTuningJob | None:
         """Look up the jobs carrying ``key`` (with ``created``, which the list may not show yet),
         cancel every live one but the survivor, and return the survivor."""
@@ -371,19 +381,16 @@ class TrueFoundryHook(BaseHook):
         survivor, to_cancel = protocol.converge(jobs, key)
         cancelled: list[str] = []
         for job in to_cancel:
-            request = protocol.cancel_request(self.config, job.id, overrides)
             try:
-                self._call(
-                    request, partial(protocol.read_cancel_response, self.config, request, job_id=job.id)
-                )
+                self._call(self.gateway.cancel(job.id, overrides))
             except TrueFoundryError as err:  # the survivor stands whatever a cancel answers
                 if not (isinstance(err, TrueFoundryAPIError) and err.status_code in (404, 405)):
                     self.log.warning("Could not cancel fine-tuning job %s: %s", job.id, err)
                     continue
                 self.log.warning(
-                    "The gateway cannot cancel fine-tuning jobs (HTTP %s): jobs %s all carry "
-                    "idempotency key %r and may all run (and be billed); %s is the one waited on. "
-                    "Cancel the others at the gateway.",
+                    "The gateway cannot cancel fine-tuning jobs (HTTP %s): jobs %s all carry idempotency "
+                    "key %r and may all run (and be billed); %s is the one waited on. Cancel the others "
+                    "at the gateway.",
                     err.status_code,
                     ", ".join(sorted({j.id for j in jobs})),
                     key,
@@ -403,14 +410,15 @@ class TrueFoundryHook(BaseHook):
             )
         return survivor
 
-    def _jobs_with_key(self, key: str, overrides: protocol.Headers) -> list[FineTuningJob]:
+    def _jobs_with_key(self, key: str, overrides: Headers) -> list[FineTuningJob]:
         """The jobs carrying ``key``, newest first, within the look-up's bound."""
         wanted = {protocol.IDEMPOTENCY_METADATA_KEY: key}
         found: list[FineTuningJob] = []
-        pages = self._pages(wanted, protocol.LOOKUP_PAGE_SIZE, None, overrides)
-        for number, (jobs, has_more) in enumerate(pages, start=1):
-            found += (job for job in jobs if protocol.carries_metadata(job, wanted))
-            if has_more and number >= protocol.LOOKUP_MAX_PAGES:
+        for number, page in enumerate(
+            self._pages(wanted, protocol.LOOKUP_PAGE_SIZE, None, overrides), start=1
+        ):
+            found += (job for job in page.jobs if protocol.carries_metadata(job, wanted))
+            if page.has_more and number >= protocol.LOOKUP_MAX_PAGES:
                 self.log.warning(
                     "Stopped looking for a fine-tuning job with idempotency key %r after the newest %d "
                     "jobs (%d pages): the gateway seems to ignore the list's metadata filter, and "
@@ -422,19 +430,31 @@ class TrueFoundryHook(BaseHook):
                 break
         return found
 
-    def _call(
-        self,
-        request: protocol.Request,
-        read: Callable[[int, dict[str, str], bytes], T],
-        source: FileSource | None = None,
-    ) -> T:
-        """Send ``request`` and read the answer, retrying what the protocol says is safe to retry."""
-        return self._with_retries(lambda: read(*self._send(request, source)), request.safe_to_repeat)
+    def _call(self, request: protocol.Request[T], source: FileSource | None = None) -> T:
+        """Send ``request`` and read its answer, retrying what the policy allows."""
+        return self._retry(
+            lambda: self.gateway.read(request, self._send(request, source)),
+            safe_to_repeat=request.safe_to_repeat,
+        )
 
-    def _send(
-        self, request: protocol.Request, source: FileSource | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        deadline = time.monotonic() + request.deadline
+    def _retry(self, attempt: Callable[[], R], *, safe_to_repeat: bool) -> R:
+        """Run ``attempt`` in this transport's one retry loop, as the retry policy says."""
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            self.log.warning(
+                "TrueFoundry call failed (%s); retry %d of %d in %.1f s.",
+                state.outcome.exception() if state.outcome else None,
+                state.attempt_number,
+                self.retry_policy.max_retries,
+                state.upcoming_sleep,
+            )
+
+        args = self.retry_policy.tenacity_args(safe_to_repeat=safe_to_repeat, before_sleep=log_retry)
+        return tenacity.Retrying(**args)(attempt)
+
+    def _send(self, request: protocol.Request[Any], source: FileSource | None = None) -> protocol.Answer:
+        """One exchange: the status, headers and whole body, or the protocol's transport error."""
+        deadline = time.monotonic() + request.read_timeout
         stream = None
         try:
             data: Any = request.body
@@ -456,9 +476,9 @@ class TrueFoundryHook(BaseHook):
             if stream is not None:
                 # Sending 512 MB may outlast ``timeout`` while every write makes progress (each is
                 # bounded by the socket timeout); the deadline bounds the answer, from here.
-                deadline = time.monotonic() + request.deadline
+                deadline = time.monotonic() + request.read_timeout
             with response:
-                body = self._read_body(response, request, deadline)
+                body = _read_body(response, request, deadline)
         except requests.exceptions.SSLError as err:
             raise protocol.tls_error(request, _reason(err)) from None
         except requests.Timeout as err:
@@ -476,67 +496,9 @@ class TrueFoundryHook(BaseHook):
         finally:
             if stream is not None:
                 stream.close()
-        return response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
-
-    @staticmethod
-    def _read_body(response: requests.Response, request: protocol.Request, deadline: float) -> bytes:
-        # The read timeout bounds each socket read only; this bounds the whole body, so a server
-        # that trickles bytes cannot hold a worker forever, and a runaway body cannot fill memory.
-        # read1 returns whatever one socket read brings, so the deadline is checked that often.
-        read = getattr(response.raw, "read1", None) or response.raw.read
-        chunks, size = [], 0
-        while chunk := _read_chunk(read, request):
-            chunks.append(chunk)
-            size += len(chunk)
-            if time.monotonic() > deadline:
-                raise protocol.transport_error(request, "the body did not arrive in time", timed_out=True)
-            if size > protocol.MAX_BODY_BYTES:
-                raise protocol.body_too_large(request)
-        return b"".join(chunks)
-
-    def _with_retries(self, call: Callable[[], T], safe_to_repeat: bool = True) -> T:
-        policy = self.retry_policy
-        try:
-            # Most calls succeed at once: they should not pay for building the retry machinery.
-            return call()
-        except TrueFoundryError as err:
-            if not policy.should_retry(1, err, safe_to_repeat=safe_to_repeat):
-                raise
-            first_failure: TrueFoundryError | None = err
-
-        def attempt() -> T:
-            # Tenacity's first attempt replays the failure above, so it counts and waits as usual.
-            nonlocal first_failure
-            failure, first_failure = first_failure, None
-            if failure is not None:
-                raise failure
-            return call()
-
-        def error_of(state: tenacity.RetryCallState) -> BaseException:
-            assert state.outcome is not None  # tenacity asks only after an attempt
-            return state.outcome.exception() or Exception()
-
-        def log_retry(state: tenacity.RetryCallState) -> None:
-            self.log.warning(
-                "TrueFoundry call failed (%s); retry %d of %d in %.1f s.",
-                error_of(state),
-                state.attempt_number,
-                policy.max_retries,
-                state.upcoming_sleep,
-            )
-
-        retrying = tenacity.Retrying(
-            retry=lambda state: policy.should_retry(
-                state.attempt_number, error_of(state), safe_to_repeat=safe_to_repeat
-            ),
-            wait=lambda state: (
-                policy.wait_before_retry(state.attempt_number, error_of(state), safe_to_repeat=safe_to_repeat)
-                or 0.0
-            ),
-            before_sleep=log_retry,
-            reraise=True,
+        return protocol.Answer(
+            response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
         )
-        return retrying(attempt)
 
     # Connection form for Airflow 2.11-3.1; Airflow 3.2+ renders the declarative form in the
     # provider info instead and never calls these.
@@ -564,7 +526,23 @@ class TrueFoundryHook(BaseHook):
         return ui_field_behaviour()
 
 
-def _read_chunk(read: Callable[..., bytes], request: protocol.Request) -> bytes:
+def _read_body(response: requests.Response, request: protocol.Request[Any], deadline: float) -> bytes:
+    # The read timeout bounds each socket read only; this bounds the whole body, so a server
+    # that trickles bytes cannot hold a worker forever, and a runaway body cannot fill memory.
+    # read1 returns whatever one socket read brings, so the deadline is checked that often.
+    read = getattr(response.raw, "read1", None) or response.raw.read
+    chunks, size = [], 0
+    while chunk := _read_chunk(read, request):
+        chunks.append(chunk)
+        size += len(chunk)
+        if time.monotonic() > deadline:
+            raise protocol.transport_error(request, "the body did not arrive in time", timed_out=True)
+        if size > protocol.MAX_BODY_BYTES:
+            raise protocol.body_too_large(request)
+    return b"".join(chunks)
+
+
+def _read_chunk(read: Callable[..., bytes], request: protocol.Request[Any]) -> bytes:
     # Reading the raw stream bypasses requests' own wrapping of urllib3's errors: map them here.
     try:
         return read(64 * 1024, decode_content=True)

@@ -111,7 +111,8 @@ def json_body(config: GatewayConfig, request: Request[Any], answer: Answer) -> A
     except (ValueError, RecursionError):
         raise TrueFoundryResponseError(
             f"The gateway answered {request.target} with HTTP {answer.status} but the body is not JSON "
-            f"(cut off, or a proxy's page?): {excerpt(answer.body, config.api_key, 120)!r}. Retrying may help.",
+            f"(cut off, or a proxy's page?): {excerpt(answer.body, config.api_key, 120)!r}. "
+            "Retrying may help.",
             retryable=True,
         ) from None
 

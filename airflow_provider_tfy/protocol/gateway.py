@@ -52,8 +52,9 @@ class Request(Generic[T]):
 
     ``headers`` hold the key: never log them, log :attr:`target`. ``read_timeout`` (the
     connection's ``timeout``) bounds each socket read and also the whole exchange, so a server
-    trickling bytes cannot hold a call for ever (an upload's, from the answer on). ``safe_to_repeat`` is whether it may be sent again after a failure the gateway might have
-    acted on (see :func:`~.retry.could_have_been_applied`).
+    trickling bytes cannot hold a call for ever (an upload's, from the answer on).
+    ``safe_to_repeat``: whether it may be sent again after a failure the gateway might have acted
+    on (see :func:`~.retry.could_have_been_applied`).
     """
 
     kind: str  # retrieve, list, create, cancel or upload: how to read the answer

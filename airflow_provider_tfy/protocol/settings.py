@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -222,10 +223,8 @@ def positive_number(value: Any, name: str, where: str) -> float:
     """Read a positive, finite number (int, float or numeric text), else a clear error."""
     number = None
     if isinstance(value, int | float | str) and not isinstance(value, bool):
-        try:
+        with contextlib.suppress(ValueError, OverflowError):
             number = float(value)
-        except (ValueError, OverflowError):
-            pass
     if number is None or not math.isfinite(number) or number <= 0:
         raise TrueFoundryConfigError(
             f"{where}: {name!r} must be a positive number of seconds, got {value!r}."
@@ -282,7 +281,8 @@ def _string_map(value: Any, name: str, source: str) -> dict[str, str] | None:
             value = json.loads(value)
         except ValueError:
             raise TrueFoundryConfigError(
-                f'{source} {name!r} is not valid JSON; give an object of strings, e.g. {{"team": "ml-platform"}}.'
+                f"{source} {name!r} is not valid JSON; give an object of strings, "
+                'e.g. {"team": "ml-platform"}.'
             ) from None
     if isinstance(value, Mapping) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
