@@ -40,13 +40,13 @@ R = TypeVar("R")
 
 
 class TrueFoundryHook(BaseHook):
-    """Talk to the TrueFoundry AI Gateway's fine-tuning API.
+    """Talk to the TrueFoundry AI Gateway's fine-tuning API: moves bytes with ``requests``; every
+    decision (requests, answers, retries) is :class:`~airflow_provider_tfy.protocol.Gateway`'s.
 
     The connection's host is the gateway base URL (with any path prefix), its password the API
-    key; optional extras give defaults for the ``x-tfy-*`` headers and the request timeout.
-    Transient failures (429, 500, 502, 503, 504, connection errors, timeouts) are retried with
-    exponential backoff and jitter, honouring ``Retry-After``; a create is repeated only when the
-    gateway certainly did not act on it (see :meth:`create_fine_tuning_job`).
+    key; extras give defaults for the ``x-tfy-*`` headers and the timeout. Transient failures
+    (429, 5xx, connection errors, timeouts) are retried with backoff and jitter, honouring
+    ``Retry-After``; a create is repeated only when the gateway certainly did not act on it.
 
     :param truefoundry_conn_id: the Airflow connection to use.
     :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
@@ -109,14 +109,11 @@ class TrueFoundryHook(BaseHook):
     def get_fine_tuning_job(self, job_id: str, **headers: Unpack[HeaderArgs]) -> FineTuningJob:
         """Retrieve one fine-tuning job (``GET /fine_tuning/jobs/{job_id}``).
 
-        Header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`) override the
-        connection's extra; unset ones send no header.
-
-        :raises TrueFoundryAuthError: the key was rejected (401/403).
-        :raises FineTuningJobNotFound: the gateway does not know the job (404).
-        :raises TrueFoundryAPIError: any other HTTP error, or a transient one that outlasted retries.
-        :raises TrueFoundryConnectionError: the gateway was unreachable through every retry.
-        :raises TrueFoundryResponseError: the answer is not a fine-tuning job.
+        Every method takes the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
+        which override the connection's extra. Raises :class:`TrueFoundryAuthError` (401/403),
+        :class:`FineTuningJobNotFound` (404), :class:`TrueFoundryAPIError` (another status, or a
+        transient one that outlasted the retries), :class:`TrueFoundryConnectionError` or
+        :class:`TrueFoundryResponseError` (the answer is not a job).
         """
         return self._call(self.gateway.retrieve(job_id, Headers.from_args(headers, "get_fine_tuning_job")))
 
@@ -130,16 +127,13 @@ class TrueFoundryHook(BaseHook):
     ) -> TrueFoundryFile:
         """Upload a training file (``POST /files``, multipart), streamed: memory stays flat.
 
-        :param file: a local path, or an Airflow ``ObjectStoragePath`` (``s3://``, ``gs://``,
-            ``file://`` ...; a URL string is read as one).
-        :param purpose: the file's purpose, ``fine-tune`` for training data.
-        :param validate: first read the file once (streamed) and refuse it, naming the first bad
-            line numbers, if it is empty, has a line that is not a JSON object, or is over 512 MB.
-        :raises TrueFoundryConfigError: no provider name (argument or extra), a missing or
-            unreadable file, or a file that fails validation; nothing is sent.
+        A retry streams the file again from the start: at worst the gateway keeps a duplicate.
 
-        Transient failures are retried, streaming the file again from the start: at worst the
-        gateway keeps a duplicate file, which costs nothing.
+        :param file: a local path, or an Airflow ``ObjectStoragePath`` (``s3://``, ``gs://``, ...;
+            a URL string is read as one).
+        :param purpose: the file's purpose, ``fine-tune`` for training data.
+        :param validate: first read the file once and refuse it, naming the first bad lines, if it
+            is empty, has a line that is not a JSON object, or is over 512 MB; nothing is sent.
         """
         source = FileSource(file)
         request = self.gateway.upload(
@@ -174,22 +168,16 @@ class TrueFoundryHook(BaseHook):
         idempotency_key: str | None = None,
         **headers: Unpack[HeaderArgs],
     ) -> FineTuningJob:
-        """Start a fine-tuning job (``POST /fine_tuning/jobs``); never starts a second one by retrying.
+        """Start a fine-tuning job (``POST /fine_tuning/jobs``); never a second one by retrying.
 
         The arguments are the gateway's body fields (``job_metadata`` is the job's own
-        ``metadata``, at most 16 pairs of strings) and are checked before any request.
-
-        A create is sent again only when the gateway certainly did not act on it (connection
-        refused, 429). With ``idempotency_key`` (1-64 of ``[A-Za-z0-9._:-]``), the job's metadata
-        carries it under ``protocol.IDEMPOTENCY_METADATA_KEY``; before creating, and after any
-        answer that leaves the outcome unknown (5xx, timeout, reset), jobs carrying the key are
-        looked up: a queued, running or succeeded one is returned instead of creating another,
-        and failed or cancelled ones are passed over. Without a key, an unknown outcome raises
-        an error saying the job may or may not exist.
-
-        Two overlapping calls with one key may both find nothing and both create: so each look,
-        and a look right after creating, converges the jobs carrying the key on one (see
-        :meth:`converge_fine_tuning_jobs`), and every call returns that survivor.
+        ``metadata``), checked before any request. Without ``idempotency_key``, a create is sent
+        again only when the gateway certainly did not act on it (refused, 429), and an unknown
+        outcome raises an error saying the job may or may not exist. With it (1-64 of
+        ``[A-Za-z0-9._:-]``, kept in the job's metadata), jobs carrying it are looked up before
+        creating and before each retry: a queued, running or succeeded one is returned instead,
+        failed or cancelled ones are passed over. Each look, and one right after creating,
+        converges overlapping calls' jobs on one (:meth:`converge_fine_tuning_jobs`).
         """
         key = protocol.validate_idempotency_key(idempotency_key)
         body = protocol.create_body(
@@ -269,10 +257,9 @@ class TrueFoundryHook(BaseHook):
     ) -> FineTuningJob | None:
         """Converge the jobs carrying ``idempotency_key`` on one, and return it (None if none lives).
 
-        The survivor is the oldest job with the key that is not failed or cancelled
-        (:func:`~airflow_provider_tfy.protocol.converge`); the others still in progress are
-        cancelled. Where the gateway cannot cancel (404/405), a warning names every job with the
-        key. Looks at the newest ``LOOKUP_MAX_PAGES`` pages of ``LOOKUP_PAGE_SIZE`` jobs at most.
+        The survivor is the oldest job with the key not failed or cancelled
+        (:func:`~airflow_provider_tfy.protocol.converge`); the others in progress are cancelled,
+        or, where the gateway cannot cancel (404/405), named in a warning.
         """
         overrides = Headers.from_args(headers, "converge_fine_tuning_jobs")
         key = protocol.validate_idempotency_key(idempotency_key)
@@ -288,10 +275,10 @@ class TrueFoundryHook(BaseHook):
         after: str | None = None,
         **headers: Unpack[HeaderArgs],
     ) -> Iterator[FineTuningJob]:
-        """Iterate over fine-tuning jobs, newest first, fetching pages lazily (``has_more``/``after``).
+        """Iterate over fine-tuning jobs, newest first, fetching pages lazily.
 
-        :param job_metadata: only jobs whose metadata holds every pair; sent as the gateway's
-            ``metadata[k]=v`` filter and also checked on each job, in case the gateway ignores it.
+        :param job_metadata: only jobs whose metadata holds every pair (filtered by the gateway
+            and again here, in case it ignores the filter).
         :param page_size: jobs per request (1-100).
         :param after: start after this job id.
         """
@@ -305,10 +292,8 @@ class TrueFoundryHook(BaseHook):
     def cancel_fine_tuning_job(self, job_id: str, **headers: Unpack[HeaderArgs]) -> FineTuningJob:
         """Cancel a fine-tuning job (``POST /fine_tuning/jobs/{job_id}/cancel``) and return it.
 
-        Retried like a retrieve: cancelling twice is harmless.
-
-        :raises TrueFoundryAPIError: HTTP 404/405 for the cancel path: this gateway cannot cancel
-            fine-tuning jobs (or, for 404, does not know the job).
+        Retried like a retrieve (cancelling twice is harmless). HTTP 404/405 raise an error saying
+        this gateway cannot cancel jobs (or, for 404, does not know the job).
         """
         job = self._call(self.gateway.cancel(job_id, Headers.from_args(headers, "cancel_fine_tuning_job")))
         self.log.info(
