@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -16,37 +19,11 @@ from airflow_provider_tfy.models import (
 )
 from airflow_provider_tfy.protocol.answers import excerpt, json_type
 
-# name: (type, nullable), from the spec's 200 schema. ``id`` and ``status`` are needed to wait on
-# a job at all; the rest is checked when present and read as None when missing, since gateways of
-# the same design omit some (Vertex jobs have no organization).
-_JOB_FIELDS: dict[str, tuple[type, bool]] = {
-    "object": (str, False),
-    "model": (str, False),
-    "created_at": (int, False),
-    "finished_at": (int, True),
-    "fine_tuned_model": (str, True),
-    "organization_id": (str, False),
-    "result_files": (list, False),
-    "validation_file": (str, True),
-    "training_file": (str, False),
-    "hyperparameters": (dict, True),
-    "trained_tokens": (int, True),
-    "integrations": (list, True),
-    "seed": (int, True),
-    "estimated_finish": (int, True),
-    "method": (dict, True),
-    "metadata": (dict, True),
-}
-_FILE_FIELDS: dict[str, tuple[type, bool]] = {
-    "object": (str, False),
-    "bytes": (int, True),
-    "created_at": (int, True),
-    "filename": (str, True),
-    "purpose": (str, True),
-    "status": (str, True),
-    "expires_at": (int, True),
-    "status_details": (str, True),
-}
+# What the spec's 200 schemas never allow to be null; every other field may be null or missing
+# (gateways of the same design omit some: Vertex jobs have no organization).
+_JOB_NOT_NULL = frozenset(
+    {"object", "model", "created_at", "organization_id", "result_files", "training_file"}
+)
 # Unix seconds pass 1e11 only in the year 5138: anything larger is milliseconds (Vertex jobs).
 _MILLISECONDS_FROM = 10**11
 
@@ -61,7 +38,7 @@ class JobPage(NamedTuple):
 def parse_job(data: Any) -> FineTuningJob:
     """The :class:`FineTuningJob` in a decoded retrieve answer, or a :class:`TrueFoundryResponseError`
     naming the field and what was wrong (never a bare KeyError or TypeError)."""
-    values = _typed_fields(data, _JOB_FIELDS, ("id", "status"), "fine_tuning.job", "a fine-tuning job")
+    values = _typed_fields(data, FineTuningJob, ("id", "status"), _JOB_NOT_NULL, "a fine-tuning job")
     for name, item_type in (("result_files", str), ("integrations", dict)):
         if not all(isinstance(item, item_type) for item in values.get(name) or ()):
             raise _not_a("a fine-tuning job", f"field {name!r} must be an array of {json_type(item_type())}s")
@@ -72,7 +49,7 @@ def parse_job(data: Any) -> FineTuningJob:
 
 def parse_file(data: Any) -> TrueFoundryFile:
     """The :class:`TrueFoundryFile` in a decoded upload answer, parsed as strictly as a job."""
-    values = _typed_fields(data, _FILE_FIELDS, ("id",), "file", "a file object")
+    values = _typed_fields(data, TrueFoundryFile, ("id",), frozenset({"object"}), "a file object")
     return TrueFoundryFile(raw=data, **_seconds(values, FILE_TIMESTAMP_FIELDS))
 
 
@@ -120,9 +97,10 @@ def next_page_after(jobs: list[FineTuningJob], has_more: bool, after: str | None
 
 
 def _typed_fields(
-    data: Any, types: Mapping[str, tuple[type, bool]], required: tuple[str, ...], kind: str, what: str
+    data: Any, model: type, required: tuple[str, ...], not_null: frozenset[str], what: str
 ) -> dict[str, Any]:
-    """The required strings and the present, non-null ``types`` fields of an object, type-checked."""
+    """The ``required`` strings and the other present fields of an object, each checked against
+    the JSON type the ``model`` dataclass declares for it (the one declaration of the fields)."""
     if not isinstance(data, dict):
         raise _not_a(what, f"the body is a JSON {json_type(data)}, not an object")
     values: dict[str, Any] = {}
@@ -131,19 +109,34 @@ def _typed_fields(
         if not isinstance(value, str) or not value:
             problem = "is missing" if value is None else f"is {json_type(value)}, not a non-empty string"
             raise _not_a(what, f"field {name!r} {problem}")
-    for name, (type_, nullable) in types.items():
+    for name, json_class in _json_classes(model).items():
         value = data.get(name)
-        if value is None:
-            if name in data and not nullable:
+        if name in required or value is None:
+            if value is None and name in data and name in not_null:
                 raise _not_a(what, f"field {name!r} is null")
-        elif not isinstance(value, type_) or isinstance(value, bool):
-            raise _not_a(what, f"field {name!r} is {json_type(value)}, expected {json_type(type_())}")
+        elif not isinstance(value, json_class) or isinstance(value, bool):
+            raise _not_a(what, f"field {name!r} is {json_type(value)}, expected {json_type(json_class())}")
         else:
             values[name] = value
+    kind = "file" if model is TrueFoundryFile else "fine_tuning.job"
     if values.get("object", kind) != kind:
         # Not quoted: a misbehaving gateway could echo anything there, even the key.
         raise _not_a(what, f"field 'object' is not {kind!r} ({len(values['object'])} characters)")
     return values
+
+
+@functools.cache
+def _json_classes(model: type) -> dict[str, type]:
+    """Each gateway field of a model dataclass and the Python class its JSON value must have."""
+    hints = typing.get_type_hints(model)
+    classes = {}
+    for field in dataclasses.fields(model):
+        hint = hints[field.name]
+        if isinstance(hint, types.UnionType):  # ``X | None``: the class is X's
+            hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+        if field.name not in ("error", "raw"):
+            classes[field.name] = typing.get_origin(hint) or hint
+    return classes
 
 
 def _seconds(values: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:

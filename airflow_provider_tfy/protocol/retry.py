@@ -64,28 +64,21 @@ class RetryPolicy:
     @classmethod
     def from_params(cls, *, max_retries: Any = None, retry_delay: Any = None) -> RetryPolicy:
         """Validate user-facing hook parameters (``None`` keeps the default)."""
-        if max_retries is None:
-            max_retries = DEFAULT_MAX_RETRIES
+        max_retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+        retry_delay = DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise TrueFoundryConfigError(
                 f"max_retries must be a whole number 0 or more, got {max_retries!r}."
             )
-        if retry_delay is None:
-            retry_delay = DEFAULT_RETRY_DELAY
         if (
             isinstance(retry_delay, bool)
             or not isinstance(retry_delay, int | float)
-            or not math.isfinite(retry_delay)
-            or retry_delay < 0
+            or not 0 <= retry_delay < math.inf
         ):
             raise TrueFoundryConfigError(
                 f"retry_delay must be a number of seconds 0 or more, got {retry_delay!r}."
             )
-        return cls(
-            max_retries=max_retries,
-            retry_delay=float(retry_delay),
-            max_delay=max(MAX_BACKOFF, float(retry_delay)),
-        )
+        return cls(max_retries, float(retry_delay), max(MAX_BACKOFF, float(retry_delay)))
 
     def backoff(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
         """Exponential backoff with jitter for the n-th retry (1-based).
