@@ -103,6 +103,7 @@ from airflow_provider_tfy.protocol.retry import (
     MAX_RETRY_AFTER,
     RetryPolicy,
     could_have_been_applied,
+    wait_after_failed_poll,
 )
 from airflow_provider_tfy.protocol.watch import WatchState, covers, read_enough, watch_step
 
@@ -180,5 +181,6 @@ __all__ = [
     "validate_idempotency_key",
     "validate_job_id",
     "validate_metadata_filter",
+    "wait_after_failed_poll",
     "watch_step",
 ]

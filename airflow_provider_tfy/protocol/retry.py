@@ -137,3 +137,15 @@ class RetryPolicy:
             return wait
         retry_after = getattr(error, "retry_after", None)
         return max(poll_interval, retry_after or 0.0)
+
+
+def wait_after_failed_poll(error: BaseException, poll_interval: float) -> float:
+    """What a failure that outlasted a call's retries means for a wait.
+
+    Re-raises ``error`` if no retry can mend it (not a retryable :class:`TrueFoundryError`), else
+    returns the seconds until the next poll: the poll interval, or the gateway's longer
+    ``Retry-After``. Worker waits, sensors and triggers all decide here.
+    """
+    if not isinstance(error, TrueFoundryError) or not error.retryable:
+        raise error
+    return max(poll_interval, getattr(error, "retry_after", None) or 0.0)
