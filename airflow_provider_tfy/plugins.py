@@ -1,11 +1,9 @@
 """An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
 
 Airflow 3.3.2's row button posts ``port: 0`` for a connection stored without a port, and the API
-then refuses the test as "host or port differs from the stored connection" (fixed upstream by
-apache/airflow#73298). The TrueFoundry form hides the port, since the gateway base URL already
-holds it, so every connection made in the UI would hit that bug. This API-server middleware drops
-``port: 0`` from test requests for ``truefoundry`` connections, exactly what the upstream fix does;
-it touches nothing else and is a no-op on an Airflow that no longer sends port 0.
+refuses the test as "host or port differs" (apache/airflow#73298). Our form hides the port (the
+base URL holds it), so this API-server middleware drops ``port: 0`` from test requests for
+``truefoundry`` connections, as the upstream fix does; a no-op where Airflow no longer sends it.
 """
 
 from __future__ import annotations
@@ -44,18 +42,15 @@ def drop_port_zero(body: bytes) -> bytes | None:
 class TestConnectionPortFix:
     """ASGI middleware applying :func:`drop_port_zero` to ``POST /api/v2/connections/test``."""
 
-    __test__ = False  # not a pytest test class, whatever its name says
+    __test__ = False  # not a pytest test class
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass every request through; rewrite only a TrueFoundry test request with port 0."""
-        if not (
-            scope.get("type") == "http"
-            and scope.get("method") == "POST"
-            and str(scope.get("path", "")).endswith(TEST_PATH)
-        ):
+        path = str(scope.get("path", ""))
+        if (scope.get("type"), scope.get("method")) != ("http", "POST") or not path.endswith(TEST_PATH):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -74,12 +69,12 @@ class TestConnectionPortFix:
         fixed = None if more or size > MAX_BODY or ending else drop_port_zero(body)
         if fixed is not None:
             body = fixed
-            scope = dict(scope)
-            scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
-            scope["headers"].append((b"content-length", str(len(body)).encode()))
-        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
-        if ending is not None:
-            pending.append(ending)
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        pending: list[Message] = [
+            {"type": "http.request", "body": body, "more_body": more},
+            *([ending] if ending else []),
+        ]
 
         async def replay() -> Message:
             return pending.pop(0) if pending else await receive()
