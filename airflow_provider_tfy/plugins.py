@@ -1,9 +1,7 @@
 """An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
 
-Airflow 3.3.2's row button posts ``port: 0`` for a connection stored without a port, and the API
-refuses the test as "host or port differs" (apache/airflow#73298). Our form hides the port (the
-base URL holds it), so this API-server middleware drops ``port: 0`` from test requests for
-``truefoundry`` connections, as the upstream fix does; a no-op where Airflow no longer sends it.
+Airflow 3.3.2's button posts ``port: 0`` for a connection without a port, and the API refuses
+the test (apache/airflow#73298): this middleware drops it for ``truefoundry`` connections.
 """
 
 from __future__ import annotations
@@ -33,9 +31,8 @@ def drop_port_zero(body: bytes) -> bytes | None:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE or data.get("port") != 0:
+    if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE or data.pop("port", None) != 0:
         return None
-    del data["port"]
     return json.dumps(data).encode()
 
 
@@ -71,10 +68,8 @@ class TestConnectionPortFix:
             body = fixed
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
             scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        pending: list[Message] = [
-            {"type": "http.request", "body": body, "more_body": more},
-            *([ending] if ending else []),
-        ]
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+        pending += [ending] if ending else []
 
         async def replay() -> Message:
             return pending.pop(0) if pending else await receive()

@@ -108,11 +108,9 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             **self._create_arguments(), idempotency_key=self.idempotency_key(context), **self.header_overrides
         )
         self._track(context, job)
-        return (
-            self._wait_for(context, job, True)
-            if self.wait_for_completion
-            else self._done(context, job.to_xcom())
-        )
+        if not self.wait_for_completion:
+            return self._done(context, job.to_xcom())
+        return self._wait_for(context, job, True)
 
     def _track(self, context: Context, job: FineTuningJob) -> None:
         # Before anything else: a task that dies from here on has not lost track of the job.
@@ -208,12 +206,9 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
         if event["status"] in (events.CONVERGE, JobOutcome.CANCELLED):
             # Another job carries the key, or ours was cancelled: wait on the survivor, if any.
             job, deadline = self._look(context, parse_job(event["job"])), event.get("deadline")
-            return self._wait_for(
-                context, job, False, None if deadline is None else max(0.0, float(deadline) - time.time())
-            )
-        xcom = self.result_from_event(
-            event, lambda event: self._timeout_error(str(event.get("job_id")), None)
-        )
+            wait = None if deadline is None else max(0.0, float(deadline) - time.time())
+            return self._wait_for(context, job, False, wait)
+        xcom = self.result_from_event(event, lambda e: self._timeout_error(str(e.get("job_id")), None))
         return None if xcom is None else self._done(context, xcom)
 
     def _timeout_error(self, job_id: str, last_status: str | None) -> FineTuningJobWaitTimeout:
@@ -239,9 +234,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             return
         timed_out = isinstance(sys.exc_info()[1], AirflowTaskTimeout)
         unknown = Answer(error="this try has not been identified yet")
-        verdict = kill_verdict(
-            unknown if timed_out or not self._try else ask_airflow(self._try), timed_out=timed_out
-        )
+        answer = ask_airflow(self._try) if self._try and not timed_out else unknown
+        verdict = kill_verdict(answer, timed_out=timed_out)
         if not verdict.cancel:
             count(JobMetric.LEFT_RUNNING_ON_KILL)
             self.log.info("Fine-tuning job %s is left running: %s.", job_id, verdict.reason)
