@@ -1,8 +1,4 @@
-"""Apache Airflow provider for the TrueFoundry AI Gateway's fine-tuning API.
-
-This module is imported by Airflow's provider discovery and by DAG files: it must stay free of
-heavy imports (no Airflow, no HTTP clients).
-"""
+"""Apache Airflow provider for the TrueFoundry AI Gateway's fine-tuning API (imports nothing heavy)."""
 
 from __future__ import annotations
 

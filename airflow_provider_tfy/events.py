@@ -1,8 +1,7 @@
-"""What the trigger reports and what the sensor makes of it: both directions in one place.
+"""The trigger's events (JSON-safe: they cross the metadata database) and what a task makes of them.
 
-A trigger event crosses the metadata database, so it holds only JSON-safe primitives. Turning
-an error into an event and back must give the exception the poke path would have raised, so the
-two directions live side by side.
+Both directions live side by side: an error turned into an event and back is the exception a
+wait in the worker would have raised.
 """
 
 from __future__ import annotations
@@ -41,31 +40,23 @@ _ERROR_KINDS: dict[str, type[TrueFoundryError]] = {
 }
 
 
-def job_event(
-    job: FineTuningJob, deadline: float | None = None, *, status: str | None = None
-) -> dict[str, Any]:
-    """The event for a job in a terminal status (or ``status=CONVERGE``); ``job`` is the same dict
-    poke mode returns. The wait's ``deadline`` travels along, so a wait moved to a survivor keeps it."""
+def job_event(job: FineTuningJob, deadline: float | None = None, *, status: str | None = None) -> dict:
+    """Make the event for a job in a terminal status (or ``status=CONVERGE``), with the wait's deadline."""
     event = {"status": status or str(job.outcome), "job_id": job.id, "job": job.to_xcom()}
     return event if deadline is None else {**event, "deadline": deadline}
 
 
 def timeout_event(job_id: str, message: str) -> dict[str, Any]:
-    """The event for a wait that reached its deadline."""
+    """Make the event for a wait that reached its deadline."""
     return {"status": TIMEOUT, "job_id": job_id, "message": message}
 
 
 def error_event(job_id: str, error: TrueFoundryError) -> dict[str, Any]:
-    """The event for an error that ends the wait (the message is already key-free)."""
+    """Make the event for an error that ends the wait (the message is already key-free)."""
     # Most specific first: the dict lists subclasses before their bases, "other" matches all.
     kind = next(name for name, cls in _ERROR_KINDS.items() if isinstance(error, cls))
-    return {
-        "status": ERROR,
-        "job_id": job_id,
-        "kind": kind,
-        "message": str(error),
-        "status_code": error.status_code if isinstance(error, TrueFoundryAPIError) else None,
-    }
+    code = error.status_code if isinstance(error, TrueFoundryAPIError) else None
+    return {"status": ERROR, "job_id": job_id, "kind": kind, "message": str(error), "status_code": code}
 
 
 def error_from_event(event: dict[str, Any]) -> TrueFoundryError:
@@ -80,18 +71,12 @@ def error_from_event(event: dict[str, Any]) -> TrueFoundryError:
 def check_event(event: Any) -> dict[str, Any]:
     """Return the event if it is one our trigger sends, else raise a clear error."""
     if not isinstance(event, dict):
-        raise TrueFoundryError(
-            f"The TrueFoundry trigger resumed the task with {type(event).__name__} instead of an event "
-            "dict; clear the task to wait again."
-        )
-    status = event.get("status")
-    if status not in STATUSES:
-        raise TrueFoundryError(
-            f"The TrueFoundry trigger resumed the task with an event whose status is {status!r}; "
-            f"expected one of {sorted(STATUSES)}. Clear the task to wait again."
-        )
-    if status in JOB_STATUSES and not isinstance(event.get("job"), dict):
-        raise TrueFoundryError(
-            f"The TrueFoundry trigger's {status!r} event carries no job; clear the task to wait again."
-        )
-    return event
+        problem = f"resumed the task with {type(event).__name__} instead of an event dict; clear"
+    elif (status := event.get("status")) not in STATUSES:
+        problem = f"resumed the task with an event whose status is {status!r}; expected one of "
+        problem += f"{sorted(STATUSES)}. Clear"
+    elif status in JOB_STATUSES and not isinstance(event.get("job"), dict):
+        problem = f"'s {status!r} event carries no job; clear"
+    else:
+        return event
+    raise TrueFoundryError(f"The TrueFoundry trigger{problem} the task to wait again.")

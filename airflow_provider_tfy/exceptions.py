@@ -1,8 +1,6 @@
-"""Exceptions raised by the TrueFoundry provider.
+"""Exceptions raised by the provider (never carrying the API key).
 
-Errors that no retry can mend (a rejected key, an unknown job, a job that failed or was
-cancelled) are also ``AirflowFailException``s: Airflow fails the task without spending its task
-retries, and a sensor with ``soft_fail=True`` skips instead. Messages never carry the API key.
+Errors no retry can mend are ``AirflowFailException``s: the task fails without spending retries.
 """
 
 from __future__ import annotations
@@ -11,22 +9,13 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 
 class TrueFoundryError(AirflowException):
-    """Base class of every error this provider raises.
-
-    ``retryable`` is true for failures that may pass on their own (rate limits, 5xx, network
-    errors, a garbled body): the hook retries those, and a sensor keeps waiting through them.
-    """
+    """Base class of every error this provider raises; ``retryable`` if it may pass on its own."""
 
     retryable: bool = False
 
 
 class TrueFoundryAPIError(TrueFoundryError):
-    """The gateway answered with an HTTP error status.
-
-    :param status_code: the HTTP status the gateway sent.
-    :param body_excerpt: the start of the response body (a few hundred characters at most).
-    :param retry_after: seconds the gateway asked us to wait (``Retry-After``), if it said so.
-    """
+    """The gateway answered with an HTTP error ``status_code``, ``body_excerpt`` and maybe ``retry_after``."""
 
     def __init__(
         self,
@@ -39,8 +28,8 @@ class TrueFoundryAPIError(TrueFoundryError):
     ) -> None:
         super().__init__(message)
         self.status_code = status_code  # type: ignore[assignment]  # AirflowException types it HTTPStatus
-        self.body_excerpt = body_excerpt
-        self.retry_after = retry_after
+        self.body_excerpt = body_excerpt  # the start of the body, a few hundred characters at most
+        self.retry_after = retry_after  # seconds, from Retry-After
         self.retryable = retryable
 
 
@@ -53,10 +42,9 @@ class FineTuningJobNotFound(TrueFoundryAPIError, AirflowFailException):
 
 
 class TrueFoundryConnectionError(TrueFoundryError):
-    """The gateway could not be reached, or did not answer in time (retryable, but for TLS).
+    """The gateway could not be reached or did not answer in time (retryable, but for TLS).
 
-    :param request_sent: false only when the request certainly never reached the gateway (the
-        connection was refused or never opened), so even a create may be sent again.
+    ``request_sent`` is false only when the request certainly never reached the gateway.
     """
 
     retryable = True
@@ -67,11 +55,7 @@ class TrueFoundryConnectionError(TrueFoundryError):
 
 
 class TrueFoundryResponseError(TrueFoundryError):
-    """The gateway answered 200, but the body is not a fine-tuning job.
-
-    A body that is not JSON at all (cut off, an HTML page from a proxy) is retryable; JSON of the
-    wrong shape is not, since asking again will not change the gateway's contract.
-    """
+    """The gateway answered 200, but the body is not what was asked for (retryable if not JSON at all)."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
@@ -82,36 +66,22 @@ class TrueFoundryConfigError(TrueFoundryError, AirflowFailException):
     """The connection or the arguments are unusable (bad URL, missing key, bad job id)."""
 
 
-class FineTuningJobFailed(TrueFoundryError, AirflowFailException):
-    """The fine-tuning job ended with status ``failed``.
-
-    :param job: the job as the gateway last reported it (its ``error`` says why, when given).
-    """
-
+class _JobEnded(TrueFoundryError, AirflowFailException):
     def __init__(self, message: str, *, job: object | None = None) -> None:
         super().__init__(message)
-        self.job = job
+        self.job = job  # the job as the gateway last reported it
 
 
-class FineTuningJobCancelled(TrueFoundryError, AirflowFailException):
-    """The fine-tuning job ended with status ``cancelled``.
+class FineTuningJobFailed(_JobEnded):
+    """The fine-tuning job ended with status ``failed``; ``job.error`` says why, when given."""
 
-    :param job: the job as the gateway last reported it.
-    """
 
-    def __init__(self, message: str, *, job: object | None = None) -> None:
-        super().__init__(message)
-        self.job = job
+class FineTuningJobCancelled(_JobEnded):
+    """The fine-tuning job ended with status ``cancelled``."""
 
 
 class FineTuningJobWaitTimeout(TrueFoundryError):
-    """The create operator's ``wait_timeout`` passed while the job was still running.
-
-    The job is left running, not cancelled; a task retry reattaches to it and waits again (not an
-    ``AirflowFailException``, so Airflow's task retries apply).
-
-    :param job_id: the job that is still running.
-    """
+    """The create operator's ``wait_timeout`` passed: job ``job_id`` is left running; a retry reattaches."""
 
     def __init__(self, message: str, *, job_id: str) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""The ``x-tfy-*`` header arguments, declared once: tasks, hook, triggers and the connection form.
+"""The ``x-tfy-*`` header arguments, declared once for tasks, hook, triggers and the connection form.
 
 Imports nothing: the provider's metadata and DAG parsing read it without Airflow or the protocol.
 """
@@ -13,7 +13,6 @@ class HeaderSpec:
     """One ``x-tfy-*`` header argument: what every task, hook, trigger and the connection form take."""
 
     name: str
-    header: str
     doc: str  # the ``:param`` line
     label: str  # the connection form's
     description: str
@@ -21,12 +20,16 @@ class HeaderSpec:
     mapping: bool = False  # an object of strings (or its JSON text), not a string
     account: bool = False  # chooses the provider account a job runs under: part of its idempotency key
 
+    @property
+    def header(self) -> str:
+        """The HTTP header: ``x-tfy-`` and the name in kebab-case."""
+        return "x-tfy-" + self.name.replace("_", "-")
+
 
 # The one declaration: adding a header here adds it to the tasks, hook, triggers and form.
 HEADERS: tuple[HeaderSpec, ...] = (
     HeaderSpec(
         "provider_name",
-        "x-tfy-provider-name",
         "the provider-account integration (e.g. ``openai-main``)",
         "Provider account",
         "Default x-tfy-provider-name header: the name of your provider-account integration in "
@@ -37,7 +40,6 @@ HEADERS: tuple[HeaderSpec, ...] = (
     ),
     HeaderSpec(
         "provider_model",
-        "x-tfy-provider-model",
         "the provider's base model id (Vertex AI)",
         "Provider model",
         "Default x-tfy-provider-model header: the provider's base model id. Vertex AI jobs need "
@@ -47,7 +49,6 @@ HEADERS: tuple[HeaderSpec, ...] = (
     ),
     HeaderSpec(
         "vertex_storage_bucket_name",
-        "x-tfy-vertex-storage-bucket-name",
         "the GCS bucket for tuning data and outputs (Vertex AI)",
         "Vertex storage bucket",
         "Default x-tfy-vertex-storage-bucket-name header: the GCS bucket holding tuning data and "
@@ -57,7 +58,6 @@ HEADERS: tuple[HeaderSpec, ...] = (
     ),
     HeaderSpec(
         "file_purpose",
-        "x-tfy-file-purpose",
         "the file purpose",
         "File purpose",
         "Default x-tfy-file-purpose header, for example fine-tune. Usually left empty.",
@@ -65,7 +65,6 @@ HEADERS: tuple[HeaderSpec, ...] = (
     ),
     HeaderSpec(
         "metadata",
-        "x-tfy-metadata",
         "an object of strings (or its JSON text)",
         "Request metadata (JSON)",
         "Default x-tfy-metadata header: a JSON object of string keys to string values, e.g. "

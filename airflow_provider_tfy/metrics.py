@@ -1,7 +1,6 @@
 """Airflow metrics for what the provider did with a fine-tuning job, all under ``truefoundry.``.
 
-Counters go through Airflow's own ``Stats`` (StatsD, Datadog or OpenTelemetry, as
-``[metrics]`` configures), so they land wherever the deployment's Airflow metrics do.
+Counters go through Airflow's own ``Stats``, so they land wherever ``[metrics]`` sends Airflow's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The fine-tuning job and the uploaded file as the gateway reports them, and the status policy.
 
-Pure data and pure functions: no I/O, no Airflow imports. The sensor (poke and deferred) and the
-trigger all decide through :func:`job_outcome`, so they can never disagree on what a status means.
+Pure data and functions (no I/O, no Airflow): every wait decides through :func:`status_outcome`.
 """
 
 from __future__ import annotations
@@ -35,11 +34,7 @@ class JobOutcome(enum.StrEnum):
     IN_PROGRESS = "in_progress"
 
 
-_TERMINAL = {
-    FineTuningJobStatus.SUCCEEDED: JobOutcome.SUCCEEDED,
-    FineTuningJobStatus.FAILED: JobOutcome.FAILED,
-    FineTuningJobStatus.CANCELLED: JobOutcome.CANCELLED,
-}
+_TERMINAL = frozenset(JobOutcome) - {JobOutcome.IN_PROGRESS}
 _KNOWN = frozenset(FineTuningJobStatus)
 # Unix-seconds fields: the parser normalises them, and to_xcom hands on the normalised values.
 TIMESTAMP_FIELDS = frozenset({"created_at", "finished_at", "estimated_finish"})
@@ -48,12 +43,10 @@ _warned_unknown: set[str] = set()
 
 
 def status_outcome(status: str) -> JobOutcome:
-    """Map a status to an outcome.
+    """Map a status to an outcome: only ``succeeded``, ``failed`` and ``cancelled`` end a wait.
 
-    Only ``succeeded`` opens the gate and only ``failed``/``cancelled`` close it; anything else,
-    including a status the gateway adds later, keeps waiting. Treating an unknown status as done
-    would let a pipeline deploy a model that does not exist yet. An unknown value is logged once
-    per process at WARNING, so a new gateway status is noticed without flooding the log.
+    Anything else, even a status the gateway adds later, keeps waiting: a pipeline must not deploy
+    a model that does not exist yet. An unknown value is logged once per process.
     """
     if status not in _KNOWN and status not in _warned_unknown:
         _warned_unknown.add(status)
@@ -62,7 +55,7 @@ def status_outcome(status: str) -> JobOutcome:
             "treating it as in progress. Upgrade airflow-provider-tfy if it is a terminal status.",
             status,
         )
-    return _TERMINAL.get(status, JobOutcome.IN_PROGRESS)  # type: ignore[call-overload]
+    return JobOutcome(status) if status in _TERMINAL else JobOutcome.IN_PROGRESS
 
 
 @dataclass(frozen=True)
@@ -81,11 +74,7 @@ class FineTuningJobError:
 
 @dataclass(frozen=True)
 class FineTuningJob:
-    """A fine-tuning job: every field of TrueFoundry's retrieve response.
-
-    Timestamps are Unix seconds (a gateway that sends milliseconds is normalised). ``raw`` is the
-    JSON object exactly as received, and is what :meth:`to_xcom` hands to downstream tasks.
-    """
+    """A fine-tuning job as the gateway reports it; timestamps in seconds, ``raw`` the JSON as received."""
 
     id: str
     status: str
@@ -115,32 +104,19 @@ class FineTuningJob:
 
     def to_xcom(self) -> dict[str, Any]:
         """Return the job as a JSON-safe dict: the gateway's JSON, with timestamps in seconds."""
-        data = dict(self.raw)
-        for name in TIMESTAMP_FIELDS:
-            if data.get(name) is not None:
-                data[name] = getattr(self, name)
-        return data
+        return _xcom(self, TIMESTAMP_FIELDS)
 
     def progress_summary(self) -> str:
         """A short human line: status plus trained tokens and ETA when known."""
-        parts = [f"status={self.status}"]
-        if self.trained_tokens is not None:
-            parts.append(f"trained_tokens={self.trained_tokens}")
-        if self.estimated_finish is not None:
-            parts.append(f"estimated_finish={self.estimated_finish}")
-        if self.fine_tuned_model:
-            parts.append(f"fine_tuned_model={self.fine_tuned_model}")
-        return ", ".join(parts)
+        parts = {"trained_tokens": self.trained_tokens, "estimated_finish": self.estimated_finish}
+        shown = [f"{k}={v}" for k, v in parts.items() if v is not None]
+        model = [f"fine_tuned_model={self.fine_tuned_model}"] if self.fine_tuned_model else []
+        return ", ".join([f"status={self.status}", *shown, *model])
 
 
 @dataclass(frozen=True)
 class TrueFoundryFile:
-    """An uploaded file: every field of the gateway's (OpenAI's) file object.
-
-    ``id`` is what ``create_fine_tuning_job(training_file=...)`` takes. Timestamps are Unix
-    seconds. ``raw`` is the JSON object as received, unknown fields included, and is what
-    :meth:`to_xcom` hands on.
-    """
+    """An uploaded file (OpenAI's file object); timestamps in seconds, ``raw`` the JSON as received."""
 
     id: str
     object: str | None = None
@@ -155,8 +131,8 @@ class TrueFoundryFile:
 
     def to_xcom(self) -> dict[str, Any]:
         """Return the file as a JSON-safe dict: the gateway's JSON, with timestamps in seconds."""
-        data = dict(self.raw)
-        for name in FILE_TIMESTAMP_FIELDS:
-            if data.get(name) is not None:
-                data[name] = getattr(self, name)
-        return data
+        return _xcom(self, FILE_TIMESTAMP_FIELDS)
+
+
+def _xcom(obj: FineTuningJob | TrueFoundryFile, timestamps: frozenset[str]) -> dict[str, Any]:
+    return {k: getattr(obj, k) if k in timestamps and v is not None else v for k, v in obj.raw.items()}

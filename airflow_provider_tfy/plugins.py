@@ -1,11 +1,7 @@
 """An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
 
-Airflow 3.3.2's row button posts ``port: 0`` for a connection stored without a port, and the API
-then refuses the test as "host or port differs from the stored connection" (fixed upstream by
-apache/airflow#73298). The TrueFoundry form hides the port, since the gateway base URL already
-holds it, so every connection made in the UI would hit that bug. This API-server middleware drops
-``port: 0`` from test requests for ``truefoundry`` connections, exactly what the upstream fix does;
-it touches nothing else and is a no-op on an Airflow that no longer sends port 0.
+Airflow 3.3.2's button posts ``port: 0`` for a connection without a port, and the API refuses
+the test (apache/airflow#73298): this middleware drops it for ``truefoundry`` connections.
 """
 
 from __future__ import annotations
@@ -35,27 +31,23 @@ def drop_port_zero(body: bytes) -> bytes | None:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE or data.get("port") != 0:
+    if not isinstance(data, dict) or data.get("conn_type") != CONN_TYPE or data.pop("port", None) != 0:
         return None
-    del data["port"]
     return json.dumps(data).encode()
 
 
 class TestConnectionPortFix:
     """ASGI middleware applying :func:`drop_port_zero` to ``POST /api/v2/connections/test``."""
 
-    __test__ = False  # not a pytest test class, whatever its name says
+    __test__ = False  # not a pytest test class
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass every request through; rewrite only a TrueFoundry test request with port 0."""
-        if not (
-            scope.get("type") == "http"
-            and scope.get("method") == "POST"
-            and str(scope.get("path", "")).endswith(TEST_PATH)
-        ):
+        path = str(scope.get("path", ""))
+        if (scope.get("type"), scope.get("method")) != ("http", "POST") or not path.endswith(TEST_PATH):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -74,12 +66,10 @@ class TestConnectionPortFix:
         fixed = None if more or size > MAX_BODY or ending else drop_port_zero(body)
         if fixed is not None:
             body = fixed
-            scope = dict(scope)
-            scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
-            scope["headers"].append((b"content-length", str(len(body)).encode()))
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
         pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
-        if ending is not None:
-            pending.append(ending)
+        pending += [ending] if ending else []
 
         async def replay() -> Message:
             return pending.pop(0) if pending else await receive()

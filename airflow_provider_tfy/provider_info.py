@@ -42,21 +42,11 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
-def _conn_fields() -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name, spec in EXTRA_FIELDS.items():
-        schema: dict[str, Any] = {"type": ["null", spec["type"]]}
-        if "minimum" in spec:
-            schema["exclusiveMinimum"] = 0
-        fields[name] = {"label": spec["label"], "description": spec["description"], "schema": schema}
-    return fields
-
-
 def ui_field_behaviour() -> dict[str, Any]:
     """Hide login, port and schema; relabel host and password (the hook's snake_case form).
 
-    The port is part of the base URL. Airflow 3.3.2's Test button needs a workaround for hidden
-    ports: see :mod:`airflow_provider_tfy.plugins`.
+    The port is part of the base URL; :mod:`airflow_provider_tfy.plugins` mends Airflow 3.3.2's
+    Test button for hidden ports.
     """
     return {
         "hidden_fields": ["login", "port", "schema"],
@@ -69,17 +59,17 @@ def ui_field_behaviour() -> dict[str, Any]:
     }
 
 
-def _declarative_field_behaviour() -> dict[str, Any]:
-    # provider info spells the keys in kebab-case; the hook method in snake_case.
-    behaviour = ui_field_behaviour()
-    return {
-        "hidden-fields": behaviour["hidden_fields"],
-        **{k: behaviour[k] for k in ("relabeling", "placeholders")},
-    }
+def _schema(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"type": ["null", spec["type"]], **({"exclusiveMinimum": 0} if "minimum" in spec else {})}
+
+
+def _modules(*names: str) -> list[dict[str, Any]]:
+    return [{"integration-name": HOOK_NAME, "python-modules": [f"airflow_provider_tfy.{n}" for n in names]}]
 
 
 def provider_info() -> dict[str, Any]:
     """Build the dict that ``get_provider_info()`` returns."""
+    behaviour = {k.replace("_", "-"): v for k, v in ui_field_behaviour().items()}  # kebab-case here
     return {
         "package-name": "airflow-provider-tfy",
         "name": "TrueFoundry",
@@ -88,45 +78,29 @@ def provider_info() -> dict[str, Any]:
         "versions": [__version__, "0.1.0"],
         "integrations": [
             {
-                "integration-name": "TrueFoundry AI Gateway",
+                "integration-name": HOOK_NAME,
                 "external-doc-url": "https://docs.truefoundry.com/gateway",
                 "tags": ["software"],
             }
         ],
-        "hooks": [
-            {
-                "integration-name": "TrueFoundry AI Gateway",
-                "python-modules": ["airflow_provider_tfy.hooks.truefoundry"],
-            }
-        ],
-        "operators": [
-            {
-                "integration-name": "TrueFoundry AI Gateway",
-                "python-modules": [
-                    "airflow_provider_tfy.operators.files",
-                    "airflow_provider_tfy.operators.fine_tuning",
-                ],
-            }
-        ],
-        "sensors": [
-            {
-                "integration-name": "TrueFoundry AI Gateway",
-                "python-modules": ["airflow_provider_tfy.sensors.fine_tuning"],
-            }
-        ],
-        "triggers": [
-            {
-                "integration-name": "TrueFoundry AI Gateway",
-                "python-modules": ["airflow_provider_tfy.triggers.fine_tuning"],
-            }
-        ],
+        "hooks": _modules("hooks.truefoundry"),
+        "operators": _modules("operators.files", "operators.fine_tuning"),
+        "sensors": _modules("sensors.fine_tuning"),
+        "triggers": _modules("triggers.fine_tuning"),
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
                 "hook-class-name": HOOK_CLASS,
                 "hook-name": HOOK_NAME,
-                "ui-field-behaviour": _declarative_field_behaviour(),
-                "conn-fields": _conn_fields(),
+                "ui-field-behaviour": behaviour,
+                "conn-fields": {
+                    name: {
+                        "label": spec["label"],
+                        "description": spec["description"],
+                        "schema": _schema(spec),
+                    }
+                    for name, spec in EXTRA_FIELDS.items()
+                },
             }
         ],
     }

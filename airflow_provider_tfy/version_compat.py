@@ -1,8 +1,4 @@
-"""Where the Airflow versions we support behave differently and the compat provider does not help.
-
-Every Airflow import goes through ``airflow.providers.common.compat``; this module holds only the
-few real behaviour differences that layer leaves to providers. Keep it small.
-"""
+"""Where the Airflow versions we support differ and ``airflow.providers.common.compat`` does not help."""
 
 from __future__ import annotations
 
@@ -33,12 +29,9 @@ START_FROM_TRIGGER = "rendered" if AIRFLOW_V_3_3_PLUS else None if AIRFLOW_V_3_1
 def run_parent_execute(parent: Any, context: Any) -> Any:
     """Return ``parent.execute(context)``, for ``parent = super()`` inside an operator's ``execute``.
 
-    Airflow 2.10-2.11 wrap each operator class's ``execute`` in an ExecutorSafeguard that knows
-    only the outermost call came from the task instance; the parent's ``execute``, reached through
-    ``super()``, is taken for a stray call (apache/airflow#41470). Every run then logs "...execute
-    cannot be called outside TaskInstance!", and a task with ``allow_nested_operators=False``
-    fails. There the parent's undecorated ``execute`` is called, since the guard already checked
-    the outer call. Airflow 3 tracks nested calls itself and gets the plain ``super()`` call.
+    Airflow 2.10-2.11's ExecutorSafeguard takes the parent's ``execute`` for a stray call
+    (apache/airflow#41470: a log line, and a failure with ``allow_nested_operators=False``), so
+    there the parent's undecorated ``execute`` is called; the guard already checked the outer call.
     """
     if AIRFLOW_V_3_0_PLUS:
         return parent.execute(context)

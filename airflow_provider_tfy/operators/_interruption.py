@@ -1,19 +1,16 @@
 """Why ``on_kill`` was called: a person's decision about this try, or something else.
 
-Airflow calls ``on_kill`` on every SIGTERM to the task process, and most are no decision about
-the job: a graceful worker or pod shutdown, lost heartbeats, a try Airflow already replaced by
-another. :func:`kill_verdict` decides from what Airflow's server holds for the task instance now
-(a plain function); :func:`ask_airflow` is the one place that asks, per Airflow line.
+Airflow calls ``on_kill`` on every SIGTERM, and most are no decision about the job (a worker or
+pod shutdown, lost heartbeats, a replaced try). :func:`kill_verdict` decides from the task
+instance's state on Airflow's server, which :func:`ask_airflow` asks for.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-# What a person's action leaves on a try that still runs: marked failed, success or skipped (the
-# task instance's or its DAG run's), or cleared (``restarting``). A DAG run's own end sets them too
-# (dagrun_timeout: skipped; fail_fast: failed), as does the scheduler failing the last try.
+# What a person's mark (or a DAG run's end) or clear leaves on a try that still runs.
 ENDED_BY_DECISION = frozenset({"failed", "success", "skipped", "restarting"})
 # The supervisor sends SIGKILL 5 s after its SIGTERM: the answer must leave time for the cancel.
 ASK_TIMEOUT = 2.0
@@ -27,12 +24,6 @@ class TryIdentity(NamedTuple):
     run_id: str
     map_index: int
     try_number: int
-
-
-def try_identity(context: Any) -> TryIdentity:
-    """This try's identity, from the task's context (all ``on_kill`` keeps of it)."""
-    ti = context["ti"]
-    return TryIdentity(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.try_number)
 
 
 class Answer(NamedTuple):
@@ -71,12 +62,10 @@ def kill_verdict(answer: Answer, *, timed_out: bool) -> Verdict:
 
 
 def ask_airflow(ti: TryIdentity, timeout: float = ASK_TIMEOUT) -> Answer:
-    """The server's state of the task instance now, waited for at most ``timeout`` seconds.
+    """Ask the server for the task instance's state now, waiting at most ``timeout`` seconds.
 
-    Asked from a helper thread since ``on_kill`` runs in the SIGTERM handler: on Airflow 3.2+ the
-    interrupted main thread may hold the supervisor comms lock mid-request (asking from the
-    handler would deadlock), and an unreachable server makes the supervisor retry for longer than
-    SIGKILL waits. No answer in time is "cannot say": the job is left running.
+    From a thread: in the SIGTERM handler the main thread may hold the supervisor's comms lock, and
+    the supervisor retries longer than SIGKILL waits. No answer in time leaves the job running.
     """
     answers: list[Answer] = []
 

@@ -14,21 +14,15 @@ if TYPE_CHECKING:
 
 
 class TrueFoundryUploadFileOperator(TrueFoundryBaseOperator):
-    """Upload a JSONL file for fine-tuning (``POST /files``); return its file id.
+    """Upload a JSONL file for fine-tuning (``POST /files``), streamed; return its file id.
 
-    The return value is the file id, so ``training_file=upload.output`` hands it to
-    :class:`~airflow_provider_tfy.operators.fine_tuning.TrueFoundryCreateFineTuningJobOperator`;
-    the whole file object (``id``, ``bytes``, ``filename``, ``purpose``, ``status``, ...) is also
-    pushed under the XCom key ``file``. The upload is streamed, so memory stays flat whatever the
-    size. The gateway needs ``provider_name`` for uploads: give it here or in the connection's
-    extra. Every run uploads anew: a duplicate file costs nothing, and a new file id is a changed
-    input for the create operator, so it starts a new job.
+    The whole file object is pushed as XCom ``file``. The gateway needs ``provider_name`` here or
+    in the connection's extra. Every run uploads anew (a new file id: a new job downstream).
 
     :param file: a local path or an ``ObjectStoragePath`` (``s3://``, ``gs://``, ``file://`` ...;
         templated).
     :param purpose: the file's purpose, ``fine-tune`` for training data (templated).
-    :param validate: first read the file once and refuse it, naming the first bad line numbers,
-        if it is empty, has a line that is not a JSON object, or is over 512 MB; nothing is sent.
+    :param validate: first refuse a file that is empty, over 512 MB or has a line that is no JSON object.
     """
 
     template_fields: Sequence[str] = ("file", "purpose", *HEADER_FIELDS)

@@ -1,8 +1,4 @@
-"""The sensor that gates a DAG on a TrueFoundry fine-tuning job.
-
-Imported when DAG files are parsed: the hook, the trigger and their HTTP clients are imported
-only when a task runs.
-"""
+"""The sensor that gates a DAG on a TrueFoundry fine-tuning job (the hook and trigger load at run time)."""
 
 from __future__ import annotations
 
@@ -20,24 +16,19 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_tfy.lineage import record_job, task_lineage
-from airflow_provider_tfy.operators._base import HEADER_FIELDS, HOOK_PARAMS, TrueFoundryBaseOperator, finish
+from airflow_provider_tfy.operators._base import HEADER_FIELDS
+from airflow_provider_tfy.operators._wait import JobWaitOperator, job_result
 from airflow_provider_tfy.version_compat import START_FROM_TRIGGER, run_parent_execute
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-    from airflow.providers.openlineage.extractors import OperatorLineage
-
-__all__ = ["HOOK_PARAMS", "TrueFoundryFineTuningJobSensor", "finish"]
 
 
-class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator):
+class TrueFoundryFineTuningJobSensor(JobWaitOperator, BaseSensorOperator):
     """Wait until a TrueFoundry fine-tuning job succeeds; fail if it fails or is cancelled.
 
-    On success the job (id, status, fine_tuned_model, trained_tokens, result_files, ...) is the
-    task's XCom return value. Transient gateway trouble never fails the sensor: it keeps waiting
-    until its own ``timeout``. The connection, header and ``hook_params`` arguments are those of
-    :class:`~airflow_provider_tfy.operators._base.TrueFoundryBaseOperator`.
+    On success the job (id, status, fine_tuned_model, trained_tokens, ...) is the XCom return
+    value. Transient gateway trouble never fails the sensor before its own ``timeout``.
 
     :param job_id: the fine-tuning job id (templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
@@ -65,79 +56,59 @@ class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator
             self._start_in_triggerer()
 
     def _start_in_triggerer(self) -> None:
-        # Checked at parse time: where Airflow would silently run the task in a worker instead (or
-        # hand the trigger an unrendered template), the DAG must not load.
+        # At parse time: where Airflow would run the task in a worker or not render it, the DAG must not load.
         name = f"{type(self).__name__} {self.task_id!r}: start_from_trigger"
         if not self.deferrable:
             raise ValueError(f"{name} needs deferrable=True.")
         if START_FROM_TRIGGER is None:
             raise ValueError(f"{name} is not supported on Airflow 3.1-3.2 (it is on 2.10-3.0 and 3.3+).")
-        fields = {"job_id": self.job_id, **self.header_overrides}
         if not isinstance(self.job_id, str):
             raise ValueError(f"{name} needs job_id as a string (a literal or a Jinja template).")
+        fields = {"job_id": self.job_id, **self.header_overrides}
         if START_FROM_TRIGGER == "literal" and any("{{" in str(v) or "{%" in str(v) for v in fields.values()):
             raise ValueError(
                 f"{name} takes no templated job_id or header arguments on this Airflow: it cannot render "
                 "them in the triggerer (Airflow 3.3+ can). Pass literal values, or drop start_from_trigger."
             )
-        # Not in the compat provider; the same class from 2.10 to 3.3.
-        from airflow.triggers.base import StartTriggerArgs
+        from airflow.triggers.base import StartTriggerArgs  # not in the compat provider; same in 2.10-3.3
 
         from airflow_provider_tfy.events import TIMEOUT_GRACE
 
         self.start_from_trigger = True
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls="airflow_provider_tfy.triggers.fine_tuning.TrueFoundryFineTuningJobTrigger",
-            # Rendered in the triggerer (3.3+): those in template_fields are rendered there.
-            trigger_kwargs={
+            trigger_kwargs={  # 3.3+ renders those in template_fields in the triggerer
                 **fields,
-                "truefoundry_conn_id": self.truefoundry_conn_id,
-                "poll_interval": self.poke_interval,
-                "timeout": self.timeout,
-                "hook_params": self.hook_params,
+                **{"truefoundry_conn_id": self.truefoundry_conn_id, "hook_params": self.hook_params},
+                **{"poll_interval": self.poke_interval, "timeout": self.timeout},
             },
             next_method="execute_complete",
             next_kwargs=None,
-            # Later than the trigger's own deadline: the sensor's timeout message, not Airflow's.
+            # After the trigger's own deadline: the sensor's timeout message, not Airflow's.
             timeout=timedelta(seconds=self.timeout + TIMEOUT_GRACE),
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """Ask the gateway once; done on success, raise on failure or cancellation."""
-        job, retry_after = self.poll_job(self.job_id)
+        job, wait = self.poll_job(self.job_id)
         # A Retry-After longer than the hook sleeps inside one call: the next poke waits for it.
-        self._retry_after = min(retry_after, self.timeout)
-        if job is None:
-            return False
-        xcom = finish(job)
-        if xcom is None:
-            return False
-        record_job(self, context, xcom)  # lineage, and the extra of the outlets' asset events
-        return PokeReturnValue(is_done=True, xcom_value=xcom)
+        self._retry_after = min(wait, self.timeout)
+        xcom = None if job is None else job_result(job)
+        return False if xcom is None else PokeReturnValue(is_done=True, xcom_value=self._done(context, xcom))
 
     def _get_next_poke_interval(self, started_at: Any, run_duration: Any, poke_count: int) -> float:
-        # BaseSensorOperator asks this after its timeout check, in poke and reschedule modes alike,
-        # so honouring Retry-After here keeps the sensor's own timeout in force.
-        interval = super()._get_next_poke_interval(started_at, run_duration, poke_count)
-        return max(interval, self._retry_after)
+        # Asked after BaseSensorOperator's timeout check: honouring Retry-After here keeps that timeout.
+        return max(super()._get_next_poke_interval(started_at, run_duration, poke_count), self._retry_after)
 
     def execute(self, context: Context) -> Any:
         """Poke, reschedule or defer according to ``mode`` and ``deferrable``."""
         if not self.deferrable:
             return run_parent_execute(super(), context)
         try:
-            # A job that is already finished never needs the triggerer.
-            result = self.poke(context)
-            # Validate the header arguments before they are stored with the trigger.
-            trigger = (
-                None
-                if result
-                else self.wait_trigger(
-                    self.job_id, poll_interval=self.poke_interval, wait_seconds=self.timeout
-                )
-            )
+            result = self.poke(context)  # a job that is already finished never needs the triggerer
+            trigger = None if result else self.wait_trigger(self.job_id, self.timeout, self.poke_interval)
         except (AirflowFailException, AirflowSensorTimeout, AirflowTaskTimeout) as err:
-            # The same soft_fail/never_fail handling poke mode gets from BaseSensorOperator.execute.
+            # As BaseSensorOperator.execute handles soft_fail/never_fail in poke mode.
             if self.soft_fail or getattr(self, "never_fail", False):
                 raise AirflowSkipException(f"Skipping: {err}") from err
             raise
@@ -147,16 +118,8 @@ class TrueFoundryFineTuningJobSensor(TrueFoundryBaseOperator, BaseSensorOperator
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Finish a deferred wait: same XCom and same exceptions as poke mode."""
-        xcom = self.resume(
-            event,
-            on_timeout=lambda event: AirflowSensorTimeout(
-                event.get("message") or f"Timed out waiting for job {self.job_id!r}."
-            ),
+        message = f"Timed out waiting for job {self.job_id!r}."
+        xcom = self.result_from_event(
+            event, lambda event: AirflowSensorTimeout(event.get("message") or message)
         )
-        if xcom is not None:
-            record_job(self, context, xcom)
-        return xcom
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the job's training and validation files in, its fine-tuned model out."""
-        return task_lineage(self, task_instance)
+        return None if xcom is None else self._done(context, xcom)

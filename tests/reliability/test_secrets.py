@@ -35,7 +35,8 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryResponseError,
 )
 from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
-from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor, finish
+from airflow_provider_tfy.operators._wait import job_result
+from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
 from airflow_provider_tfy.testing import Fault, GatewaySimulator
 from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 
@@ -227,7 +228,7 @@ def test_a_failed_jobs_error_message_echoing_the_key_never_reaches_the_exception
     scripted = gateway.add_job(statuses=("failed",), error=error)
     job = _hook().get_fine_tuning_job(scripted.id)
     with pytest.raises(FineTuningJobFailed) as caught:
-        finish(job)
+        job_result(job)
     assert "provider rejected key" in str(caught.value)
     _assert_absent(api_key, str(caught.value), "FineTuningJobFailed")
 
@@ -297,7 +298,7 @@ def test_a_failed_jobs_huge_error_message_is_cut(gateway: GatewaySimulator, gate
     scripted = gateway.add_job(statuses=("failed",), error={"code": "bad_data", "message": "e" * ONE_MB})
     job = _hook().get_fine_tuning_job(scripted.id)
     with pytest.raises(FineTuningJobFailed) as caught:
-        finish(job)
+        job_result(job)
     assert "bad_data" in str(caught.value)
     assert len(str(caught.value)) <= MAX_MESSAGE, len(str(caught.value))
 
