@@ -310,7 +310,7 @@ def test_both_transports_agree_a_refused_connection_was_never_sent(connected_gat
     config = protocol.gateway_config(
         "c", host=f"http://127.0.0.1:{closed_port()}", password=connected_gateway.api_key, extra={}
     )
-    request = protocol.create_request(config, protocol.create_body(**ARGS))
+    request = protocol.Gateway(config).create(protocol.create_body(**ARGS))
 
     async def via_aiohttp() -> BaseException:
         async with aiohttp.ClientSession() as session:
@@ -329,7 +329,7 @@ def test_both_transports_agree_a_refused_connection_was_never_sent(connected_gat
     async def reset_via_aiohttp() -> BaseException:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(TrueFoundryConnectionError) as info:
-                await send(session, protocol.create_request(reset_config, protocol.create_body(**ARGS)))
+                await send(session, protocol.Gateway(reset_config).create(protocol.create_body(**ARGS)))
             return info.value
 
     reset = asyncio.run(reset_via_aiohttp())

@@ -36,6 +36,7 @@ from airflow_provider_tfy.exceptions import (
 )
 from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
 from airflow_provider_tfy.operators._wait import job_result
+from airflow_provider_tfy.protocol.answers import BODY_EXCERPT_CHARS
 from airflow_provider_tfy.sensors.fine_tuning import TrueFoundryFineTuningJobSensor
 from airflow_provider_tfy.testing import Fault, GatewaySimulator
 from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
@@ -53,7 +54,7 @@ from ._support import (
 
 HERE = Path(__file__).resolve().parent
 # "A few hundred characters": the excerpt itself, and a whole message around it.
-MAX_EXCERPT = protocol.BODY_EXCERPT_CHARS
+MAX_EXCERPT = BODY_EXCERPT_CHARS
 MAX_MESSAGE = 800
 ONE_MB = 1024 * 1024
 
@@ -326,7 +327,7 @@ def test_the_hook_registers_the_key_with_airflows_secret_masker(
     assert config.api_key == api_key
     # And the config itself is safe to log or show in a traceback.
     _assert_absent(api_key, repr(config), "repr(GatewayConfig)")
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     _assert_absent(api_key, repr(request), "repr(Request)")
 
 

@@ -491,10 +491,10 @@ def _call_bound() -> float:
 
 def test_every_request_carries_connect_and_read_timeouts() -> None:
     config = protocol.gateway_config("c", host="https://gateway.example.com", password="k", extra={})
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     assert (request.connect_timeout, request.read_timeout) == (10.0, 30.0)
     config = protocol.gateway_config("c", host="https://g.example", password="k", extra={}, timeout=0.5)
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     assert (request.connect_timeout, request.read_timeout) == (0.5, 0.5)
 
 

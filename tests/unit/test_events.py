@@ -131,9 +131,9 @@ def test_error_event_from_a_real_classification() -> None:
     config = protocol.gateway_config(
         "c", host="https://gw.example.com", password="tfy-SECRET-abc123", extra={}
     )
-    request = protocol.job_request(config, JOB_ID)
+    request = protocol.Gateway(config).retrieve(JOB_ID)
     with pytest.raises(TrueFoundryAuthError) as info:
-        protocol.read_job_response(config, request, 403, {}, b"tfy-SECRET-abc123 denied", job_id=JOB_ID)
+        protocol.Gateway(config).read(request, protocol.Answer(403, {}, b"tfy-SECRET-abc123 denied"))
     event = events.error_event(JOB_ID, info.value)
     assert "tfy-SECRET-abc123" not in json.dumps(event)
     rebuilt = events.error_from_event(event)

@@ -23,7 +23,10 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryError,
     TrueFoundryResponseError,
 )
+from airflow_provider_tfy.header_spec import HEADER_NAMES
 from airflow_provider_tfy.models import FineTuningJob, FineTuningJobError, FineTuningJobStatus
+from airflow_provider_tfy.protocol.answers import BODY_EXCERPT_CHARS, check_status, excerpt, parse_retry_after
+from airflow_provider_tfy.protocol.gateway import validate_job_id
 
 KEY = "tfy-SECRET-abc123"
 CONN_ID = "tfy_conn"
@@ -99,7 +102,7 @@ def config() -> protocol.GatewayConfig:
 
 @pytest.fixture
 def request_(config: protocol.GatewayConfig) -> protocol.Request:
-    return protocol.job_request(config, JOB_ID)
+    return protocol.Gateway(config).retrieve(JOB_ID)
 
 
 def body(data: Any) -> bytes:
@@ -137,7 +140,7 @@ def test_base_url_is_normalised(host: str, extra: dict[str, Any], expected: str)
 
 def test_path_prefix_is_kept_in_the_job_url() -> None:
     config = make_config("https://x.truefoundry.cloud/api/llm/")
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     assert request.url == "https://x.truefoundry.cloud/api/llm/fine_tuning/jobs/ftjob-1"
     assert config.origin == "https://x.truefoundry.cloud"
 
@@ -226,11 +229,11 @@ def test_malformed_api_key_is_refused_without_echoing_it(password: str) -> None:
 def test_api_key_is_stripped_and_sent_as_bearer_token() -> None:
     config = make_config(password=f"  {KEY}\n")
     assert config.api_key == KEY
-    assert protocol.job_request(config, JOB_ID).headers["Authorization"] == f"Bearer {KEY}"
+    assert protocol.Gateway(config).retrieve(JOB_ID).headers["Authorization"] == f"Bearer {KEY}"
 
 
 def test_key_is_kept_out_of_config_and_request_reprs(config: protocol.GatewayConfig) -> None:
-    request = protocol.job_request(config, JOB_ID)
+    request = protocol.Gateway(config).retrieve(JOB_ID)
     for text in (repr(config), str(config), repr(request), str(request), request.target):
         assert KEY not in text
     assert request.target == f"GET {BASE}/fine_tuning/jobs/{JOB_ID}"
@@ -293,7 +296,7 @@ def test_huge_integer_timeout_is_a_config_error() -> None:
     ("timeout", "connect", "read"), [(30, 10.0, 30.0), (5, 5.0, 5.0), (120, 10.0, 120.0)]
 )
 def test_request_timeouts(timeout: float, connect: float, read: float) -> None:
-    request = protocol.job_request(make_config(timeout=timeout), JOB_ID)
+    request = protocol.Gateway(make_config(timeout=timeout)).retrieve(JOB_ID)
     assert (request.connect_timeout, request.read_timeout) == (connect, read)
 
 
@@ -376,24 +379,24 @@ def test_base_headers(request_: protocol.Request) -> None:
     ],
 )
 def test_each_header_is_sent_only_when_set(name: str, value: Any, header: str, sent: str) -> None:
-    from_extra = protocol.job_request(make_config(extra={name: value}), JOB_ID)
+    from_extra = protocol.Gateway(make_config(extra={name: value})).retrieve(JOB_ID)
     assert tfy_headers(from_extra) == {header: sent}
-    from_argument = protocol.job_request(make_config(), JOB_ID, protocol.Headers.parse({name: value}))
+    from_argument = protocol.Gateway(make_config()).retrieve(JOB_ID, protocol.Headers.parse({name: value}))
     assert tfy_headers(from_argument) == {header: sent}
 
 
 @pytest.mark.parametrize("empty", ["", None])
 def test_empty_header_values_count_as_unset(empty: Any) -> None:
-    extra = {name: empty for name in protocol.HEADER_NAMES}
-    assert tfy_headers(protocol.job_request(make_config(extra=extra), JOB_ID)) == {}
+    extra = {name: empty for name in HEADER_NAMES}
+    assert tfy_headers(protocol.Gateway(make_config(extra=extra)).retrieve(JOB_ID)) == {}
 
 
 def test_empty_metadata_object_is_unset() -> None:
-    assert tfy_headers(protocol.job_request(make_config(extra={"metadata": {}}), JOB_ID)) == {}
+    assert tfy_headers(protocol.Gateway(make_config(extra={"metadata": {}})).retrieve(JOB_ID)) == {}
 
 
 def test_blank_header_value_counts_as_unset() -> None:
-    assert tfy_headers(protocol.job_request(make_config(extra={"provider_name": "   "}), JOB_ID)) == {}
+    assert tfy_headers(protocol.Gateway(make_config(extra={"provider_name": "   "})).retrieve(JOB_ID)) == {}
 
 
 def test_arguments_override_the_extra() -> None:
@@ -403,7 +406,7 @@ def test_arguments_override_the_extra() -> None:
     overrides = protocol.Headers.parse(
         {"provider_name": "from-arg", "provider_model": "", "metadata": {"b": "y"}}
     )
-    headers = tfy_headers(protocol.job_request(config, JOB_ID, overrides))
+    headers = tfy_headers(protocol.Gateway(config).retrieve(JOB_ID, overrides))
     assert headers == {
         "x-tfy-provider-name": "from-arg",
         # An empty argument is unset, so the connection's default stays.
@@ -412,7 +415,7 @@ def test_arguments_override_the_extra() -> None:
         "x-tfy-metadata": '{"b":"y"}',
     }
     # The config's own defaults are untouched.
-    assert tfy_headers(protocol.job_request(config, JOB_ID))["x-tfy-provider-name"] == "from-extra"
+    assert tfy_headers(protocol.Gateway(config).retrieve(JOB_ID))["x-tfy-provider-name"] == "from-extra"
 
 
 @pytest.mark.parametrize(
@@ -425,7 +428,7 @@ def test_arguments_override_the_extra() -> None:
     ],
 )
 def test_metadata_is_compact_sorted_ascii_json(metadata: Any, sent: str) -> None:
-    header = tfy_headers(protocol.job_request(make_config(extra={"metadata": metadata}), JOB_ID))
+    header = tfy_headers(protocol.Gateway(make_config(extra={"metadata": metadata})).retrieve(JOB_ID))
     assert header == {"x-tfy-metadata": sent}
     assert sent.isascii()
     assert "\r" not in sent
@@ -478,7 +481,7 @@ def test_bad_header_values_are_refused(name: str, value: Any, fragment: str) -> 
     message = config_error(extra={name: value})
     assert repr(name) in message
     assert fragment in message
-    assert protocol.HEADER_NAMES[name] in message or "ASCII" in message
+    assert HEADER_NAMES[name] in message or "ASCII" in message
     argument_error = expect_error(TrueFoundryConfigError, protocol.Headers.parse, {name: value})
     assert str(argument_error).startswith("argument ")
     assert fragment in str(argument_error)
@@ -508,7 +511,7 @@ def test_bad_header_values_are_refused(name: str, value: Any, fragment: str) -> 
 )
 def test_job_id_is_one_percent_encoded_segment(job_id: str, segment: str) -> None:
     config = make_config("https://x.truefoundry.cloud/api/llm/")
-    url = protocol.job_request(config, job_id).url
+    url = protocol.Gateway(config).retrieve(job_id).url
     assert url == f"https://x.truefoundry.cloud/api/llm/fine_tuning/jobs/{segment}"
     parts = urlsplit(url)
     assert not parts.query
@@ -518,7 +521,7 @@ def test_job_id_is_one_percent_encoded_segment(job_id: str, segment: str) -> Non
 
 
 def test_list_request(config: protocol.GatewayConfig) -> None:
-    request = protocol.list_request(config, limit=1)
+    request = protocol.Gateway(config).list(limit=1)
     assert request.url == f"{BASE}/fine_tuning/jobs?limit=1"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
 
@@ -546,20 +549,20 @@ def test_list_request(config: protocol.GatewayConfig) -> None:
     ],
 )
 def test_unusable_job_id_is_a_config_error(job_id: Any, fragment: str) -> None:
-    err = expect_error(TrueFoundryConfigError, protocol.validate_job_id, job_id)
+    err = expect_error(TrueFoundryConfigError, validate_job_id, job_id)
     assert isinstance(err, AirflowFailException)
     message = str(err)
     assert "job_id" in message
     assert fragment in message
     assert "e.g. 'ftjob-abc123'" in message
     assert len(message) < 500
-    # job_request validates too: no request is ever built for such an id.
-    expect_error(TrueFoundryConfigError, protocol.job_request, make_config(), job_id)
+    # retrieve validates too: no request is ever built for such an id.
+    expect_error(TrueFoundryConfigError, protocol.Gateway(make_config()).retrieve, job_id)
 
 
 @pytest.mark.parametrize("job_id", ["ftjob-abc123", "a", "x" * 256, "ftjob with inner space", "a/b"])
 def test_usable_job_id_is_returned_unchanged(job_id: str) -> None:
-    assert protocol.validate_job_id(job_id) == job_id
+    assert validate_job_id(job_id) == job_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,7 +577,7 @@ def read(
     payload: bytes,
     headers: dict[str, str] | None = None,
 ) -> FineTuningJob:
-    return protocol.read_job_response(config, request, status, headers or {}, payload, job_id=JOB_ID, now=NOW)
+    return protocol.Gateway(config).read(request, protocol.Answer(status, headers or {}, payload), now=NOW)
 
 
 def test_200_is_parsed(config: protocol.GatewayConfig, request_: protocol.Request) -> None:
@@ -665,10 +668,10 @@ def test_transient_errors_are_retryable(
 
 
 def test_retry_after_http_date_uses_the_clock_when_now_is_not_given() -> None:
-    assert protocol.parse_retry_after("Tue, 14 Nov 2023 22:15:20 GMT", now=NOW - 30) == 150.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:15:20 GMT", now=NOW - 30) == 150.0
     # A date in the past (relative to the real clock) waits not at all.
-    assert protocol.parse_retry_after("Tue, 14 Nov 2023 22:15:20 GMT") == 0.0
-    assert protocol.parse_retry_after(None) is None
+    assert parse_retry_after("Tue, 14 Nov 2023 22:15:20 GMT") == 0.0
+    assert parse_retry_after(None) is None
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -699,7 +702,7 @@ def test_body_excerpt_is_short_and_single_line(
 ) -> None:
     payload = ("<html>\n<body>\r\n\t" + "upstream error " * 400 + "\n</body></html>").encode()
     err = expect_error(TrueFoundryAPIError, read, config, request_, 502, payload)
-    assert 0 < len(err.body_excerpt) <= protocol.BODY_EXCERPT_CHARS
+    assert 0 < len(err.body_excerpt) <= BODY_EXCERPT_CHARS
     assert err.body_excerpt.startswith("<html> <body> upstream error")
     for text in (err.body_excerpt, str(err)):
         assert "\n" not in text
@@ -726,12 +729,12 @@ def test_body_echoing_the_key_is_redacted(
 
 
 def test_key_straddling_the_excerpt_window_is_not_leaked_in_part() -> None:
-    text = protocol.excerpt(" " * 1195 + KEY, KEY)
+    text = excerpt(" " * 1195 + KEY, KEY)
     assert KEY[:5] not in text
 
 
 def test_excerpt_handles_invalid_utf8() -> None:
-    assert protocol.excerpt(b"bad \xff\xfe bytes") == "bad \ufffd\ufffd bytes"
+    assert excerpt(b"bad \xff\xfe bytes") == "bad \ufffd\ufffd bytes"
 
 
 def test_non_json_200_is_a_retryable_response_error(
@@ -786,9 +789,9 @@ def test_transport_error(request_: protocol.Request) -> None:
 
 def _api_error(status: int) -> TrueFoundryError:
     config = make_config()
-    request = protocol.job_request(config, JOB_ID)
+    request = protocol.Gateway(config).retrieve(JOB_ID)
     with pytest.raises(TrueFoundryError) as info:
-        protocol.check_status(config, request, status, {}, b"", job_id=JOB_ID)
+        check_status(config, request, protocol.Answer(status, {}, b""))
     return info.value
 
 
@@ -816,13 +819,12 @@ def test_which_errors_fail_the_task_without_retries(make: Any, fails_task: bool)
 
 def test_check_status_passes_2xx(config: protocol.GatewayConfig, request_: protocol.Request) -> None:
     for status in (200, 201, 204, 299):
-        assert protocol.check_status(config, request_, status, {}, b"") is None
+        assert check_status(config, request_, protocol.Answer(status, {}, b"")) is None
 
 
-def test_check_status_without_job_id_names_the_api(
-    config: protocol.GatewayConfig, request_: protocol.Request
-) -> None:
-    err = expect_error(FineTuningJobNotFound, protocol.check_status, config, request_, 404, {}, b"")
+def test_check_status_without_job_id_names_the_api(config: protocol.GatewayConfig) -> None:
+    request = protocol.Gateway(config).list()  # a request for no one job: its job_id is None
+    err = expect_error(FineTuningJobNotFound, check_status, config, request, protocol.Answer(404, {}, b""))
     assert "/fine_tuning/jobs was not found" in str(err)
 
 
@@ -1137,21 +1139,176 @@ def test_default_policy_rides_out_a_one_minute_blip() -> None:
     assert worst <= 180.0
 
 
+# A long wait's transient failures are first retried like a call's (backoff within the call's
+# retries: wait_before_retry); after that, or for a Retry-After too long for a call, the wait falls
+# back to its poll interval, or a longer Retry-After honoured in full (wait_after_failed_poll).
+@pytest.mark.parametrize(
+    ("failures", "retry_after", "expected"),
+    [
+        (1, None, 0.5),
+        (8, None, 15.0),
+        (1, 10.0, 10.0),
+    ],
+)
+def test_a_waits_first_failures_are_retried_like_a_call(
+    failures: int, retry_after: float | None, expected: float
+) -> None:
+    policy = protocol.RetryPolicy()
+    assert policy.wait_before_retry(failures, transient(retry_after), rng=lambda: 0.0) == expected
+
+
 @pytest.mark.parametrize(
     ("failures", "retry_after", "poll", "expected"),
     [
-        (1, None, 60.0, 0.5),
-        (8, None, 60.0, 15.0),
         (9, None, 60.0, 60.0),
         (50, None, 60.0, 60.0),
         (9, 45.0, 30.0, 45.0),
         (9, 10.0, 30.0, 30.0),
-        (1, 10.0, 60.0, 10.0),
         (1, 600.0, 60.0, 600.0),
         (1, 600.0, 900.0, 900.0),
         (3, 3600.0, 60.0, 3600.0),
     ],
 )
-def test_wait_after_failure(failures: int, retry_after: float | None, poll: float, expected: float) -> None:
+def test_a_wait_falls_back_to_its_poll_interval_or_a_longer_retry_after(
+    failures: int, retry_after: float | None, poll: float, expected: float
+) -> None:
     policy = protocol.RetryPolicy()
-    assert policy.wait_after_failure(failures, transient(retry_after), poll, rng=lambda: 0.0) == expected
+    # Past the call's retries, or a Retry-After longer than a call honours: no retry within the call ...
+    assert policy.wait_before_retry(failures, transient(retry_after), rng=lambda: 0.0) is None
+    # ... so the wait polls again after its interval, or the longer Retry-After in full.
+    assert protocol.wait_after_failed_poll(transient(retry_after), poll) == expected
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TrueFoundryAPIError("bad request", status_code=400),
+        TrueFoundryAuthError("no", status_code=401),
+        FineTuningJobNotFound("gone", status_code=404),
+        TrueFoundryConfigError("bad config"),
+        TrueFoundryResponseError("wrong shape"),
+        ValueError("not ours"),
+    ],
+)
+def test_a_wait_re_raises_a_failure_no_retry_can_mend(error: BaseException) -> None:
+    with pytest.raises(type(error)) as info:
+        protocol.wait_after_failed_poll(error, 60.0)
+    assert info.value is error
+
+
+# --------------------------------------------------------------------------------------------
+# tenacity arguments: the one retry policy driving tenacity.Retrying
+# --------------------------------------------------------------------------------------------
+
+
+class Attempts:
+    """A call that fails with the given errors in turn, then answers ``"done"``; sleeps are recorded."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def retrying(attempts: Attempts, policy: protocol.RetryPolicy, **kwargs: Any) -> Any:
+    import tenacity
+
+    return tenacity.Retrying(sleep=attempts.sleep, **policy.tenacity_args(**kwargs))(attempts)
+
+
+def test_tenacity_args_retry_a_retryable_error_up_to_max_retries_then_reraise_it() -> None:
+    policy = protocol.RetryPolicy(max_retries=2, retry_delay=0.0)
+    recovers = Attempts(transient(), transient())
+    assert retrying(recovers, policy) == "done"
+    assert recovers.calls == 3
+    errors = [transient(), transient(), transient(), transient()]
+    attempts = Attempts(*errors)
+    with pytest.raises(TrueFoundryAPIError) as info:
+        retrying(attempts, policy)
+    assert info.value is errors[2]  # the error itself, not tenacity's RetryError
+    assert attempts.calls == 3  # the first attempt and max_retries retries
+    assert attempts.sleeps == [0.0, 0.0]
+
+
+def test_tenacity_args_do_not_retry_what_no_retry_can_mend() -> None:
+    error = TrueFoundryAuthError("no", status_code=401)
+    attempts = Attempts(error)
+    with pytest.raises(TrueFoundryAuthError) as info:
+        retrying(attempts, protocol.RetryPolicy(max_retries=3, retry_delay=0.0))
+    assert info.value is error
+    assert attempts.calls == 1
+
+
+def test_tenacity_args_sleep_the_backoff_or_the_retry_after() -> None:
+    attempts = Attempts(transient(retry_after=2.5), transient())
+    assert retrying(attempts, protocol.RetryPolicy(max_retries=3, retry_delay=0.0)) == "done"
+    assert attempts.sleeps == [2.5, 0.0]
+
+
+def test_tenacity_args_do_not_repeat_a_request_the_gateway_may_have_applied() -> None:
+    policy = protocol.RetryPolicy(max_retries=3, retry_delay=0.0)
+    applied = TrueFoundryConnectionError("reset", request_sent=True)
+    attempts = Attempts(applied)
+    with pytest.raises(TrueFoundryConnectionError) as info:
+        retrying(attempts, policy, safe_to_repeat=False)
+    assert info.value is applied
+    assert attempts.calls == 1
+    # One that certainly never reached the gateway is repeated, and so is any safe to repeat.
+    never_sent = Attempts(TrueFoundryConnectionError("refused", request_sent=False))
+    assert retrying(never_sent, policy, safe_to_repeat=False) == "done"
+    assert never_sent.calls == 2
+    safe = Attempts(TrueFoundryConnectionError("reset", request_sent=True))
+    assert retrying(safe, policy) == "done"
+    assert safe.calls == 2
+
+
+def test_tenacity_args_stop_instead_of_sleeping_past_the_deadline() -> None:
+    import time
+
+    policy = protocol.RetryPolicy(max_retries=8, retry_delay=0.0)
+    error = transient(retry_after=30.0)
+    attempts = Attempts(error, transient())
+    with pytest.raises(TrueFoundryAPIError) as info:
+        retrying(attempts, policy, deadline=time.time() + 10.0)
+    assert info.value is error
+    assert attempts.calls == 1
+    assert attempts.sleeps == []
+    # A sleep that ends before the deadline is slept.
+    in_time = Attempts(transient(retry_after=1.0))
+    assert retrying(in_time, policy, deadline=time.time() + 10.0) == "done"
+    assert in_time.sleeps == [1.0]
+
+
+def test_tenacity_args_suit_async_retrying_too() -> None:
+    import asyncio
+
+    import tenacity
+
+    policy = protocol.RetryPolicy(max_retries=2, retry_delay=0.0)
+    errors = [transient(), transient(), transient()]
+    calls = 0
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        raise errors[calls - 1]
+
+    async def no_sleep(seconds: float) -> None:
+        return None
+
+    async def run() -> str:
+        return await tenacity.AsyncRetrying(sleep=no_sleep, **policy.tenacity_args())(call)
+
+    with pytest.raises(TrueFoundryAPIError) as info:
+        asyncio.run(run())
+    assert info.value is errors[2]
+    assert calls == 3

@@ -16,6 +16,8 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryResponseError,
 )
 from airflow_provider_tfy.models import FineTuningJob
+from airflow_provider_tfy.protocol.answers import RETRYABLE_STATUSES
+from airflow_provider_tfy.protocol.create import reattachable
 
 REQUIRED = {"model": "gpt-4o-mini", "training_file": "file-1"}
 KEY_NAME = protocol.IDEMPOTENCY_METADATA_KEY
@@ -146,18 +148,18 @@ def job(status: str, key: str | None = "k1", **metadata: str) -> FineTuningJob:
     "status", ["validating_files", "queued", "running", "paused", "succeeded", "brand_new"]
 )
 def test_a_job_in_progress_or_succeeded_with_the_key_stands_for_the_create(status: str) -> None:
-    assert protocol.reattachable(job(status), "k1")
+    assert reattachable(job(status), "k1")
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_a_failed_or_cancelled_job_is_passed_over(status: str) -> None:
-    assert not protocol.reattachable(job(status), "k1")
+    assert not reattachable(job(status), "k1")
 
 
 def test_a_job_without_that_key_is_not_reattached() -> None:
-    assert not protocol.reattachable(job("running", key="k2"), "k1")
-    assert not protocol.reattachable(job("running", key=None), "k1")
-    assert not protocol.reattachable(job("running", key=None, other="k1"), "k1")
+    assert not reattachable(job("running", key="k2"), "k1")
+    assert not reattachable(job("running", key=None), "k1")
+    assert not reattachable(job("running", key=None, other="k1"), "k1")
 
 
 def test_carries_metadata_checks_every_pair() -> None:
@@ -174,9 +176,7 @@ def test_carries_metadata_checks_every_pair() -> None:
 
 
 def api_error(status: int, **kwargs: Any) -> TrueFoundryAPIError:
-    return TrueFoundryAPIError(
-        "x", status_code=status, retryable=status in protocol.RETRYABLE_STATUSES, **kwargs
-    )
+    return TrueFoundryAPIError("x", status_code=status, retryable=status in RETRYABLE_STATUSES, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_a_request_not_safe_to_repeat_is_repeated_only_when_certainly_not_applie
 
 def test_transport_error_carries_whether_the_request_was_sent() -> None:
     config = protocol.gateway_config("c", host="https://gw.example.com", password="k", extra={})
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     assert protocol.transport_error(request, "reset").request_sent
     assert not protocol.transport_error(request, "refused", sent=False).request_sent
     assert not protocol.tls_error(request, "bad cert").request_sent

@@ -16,6 +16,8 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryResponseError,
 )
 from airflow_provider_tfy.models import TrueFoundryFile
+from airflow_provider_tfy.protocol.files import MAX_FILE_BYTES
+from airflow_provider_tfy.protocol.objects import parse_file
 
 KEY = "tfy-SECRET-abc123"
 FILE: dict[str, Any] = {
@@ -42,6 +44,17 @@ def encoded(data: Any) -> bytes:
     return json.dumps(data).encode()
 
 
+def read(
+    config: protocol.GatewayConfig,
+    request: protocol.Request[Any],
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+) -> Any:
+    """What :meth:`Gateway.read` makes of this answer to ``request``."""
+    return protocol.Gateway(config).read(request, protocol.Answer(status, headers, body))
+
+
 # --------------------------------------------------------------------------------------------
 # The file object
 # --------------------------------------------------------------------------------------------
@@ -49,7 +62,7 @@ def encoded(data: Any) -> bytes:
 
 def test_parse_file_reads_every_field_and_keeps_unknown_ones() -> None:
     data = {**FILE, "expires_at": 1_800_000_000, "status_details": "ok", "new_field": [1]}
-    file = protocol.parse_file(data)
+    file = parse_file(data)
     assert file == TrueFoundryFile(
         id="file-abc",
         object="file",
@@ -66,11 +79,11 @@ def test_parse_file_reads_every_field_and_keeps_unknown_ones() -> None:
 
 
 def test_parse_file_needs_only_an_id() -> None:
-    assert protocol.parse_file({"id": "file-1"}) == TrueFoundryFile(id="file-1")
+    assert parse_file({"id": "file-1"}) == TrueFoundryFile(id="file-1")
 
 
 def test_parse_file_normalises_millisecond_timestamps_for_xcom_too() -> None:
-    file = protocol.parse_file({**FILE, "created_at": 1_700_000_000_123})
+    file = parse_file({**FILE, "created_at": 1_700_000_000_123})
     assert file.created_at == 1_700_000_000
     assert file.to_xcom()["created_at"] == 1_700_000_000
     assert file.raw["created_at"] == 1_700_000_000_123
@@ -94,33 +107,31 @@ def test_parse_file_normalises_millisecond_timestamps_for_xcom_too() -> None:
 )
 def test_parse_file_names_what_is_wrong(data: Any, fragment: str) -> None:
     with pytest.raises(TrueFoundryResponseError) as info:
-        protocol.parse_file(data)
+        parse_file(data)
     assert fragment in str(info.value)
     assert "is not a file object" in str(info.value)
     assert not info.value.retryable
 
 
 def test_read_file_response_classifies_like_every_answer(config: protocol.GatewayConfig) -> None:
-    request = protocol.upload_request(config, filename="t.jsonl", purpose="fine-tune")
-    assert protocol.read_file_response(config, request, 200, {}, encoded(FILE)).id == "file-abc"
+    request = protocol.Gateway(config).upload(filename="t.jsonl", purpose="fine-tune")
+    assert read(config, request, 200, {}, encoded(FILE)).id == "file-abc"
     with pytest.raises(TrueFoundryAuthError):
-        protocol.read_file_response(config, request, 401, {}, b"{}")
+        read(config, request, 401, {}, b"{}")
     with pytest.raises(FineTuningJobNotFound, match="/files was not found"):
-        protocol.read_file_response(config, request, 404, {}, b"")
+        read(config, request, 404, {}, b"")
     with pytest.raises(TrueFoundryAPIError) as info:
-        protocol.read_file_response(config, request, 503, {"retry-after": "2"}, b"busy")
+        read(config, request, 503, {"retry-after": "2"}, b"busy")
     assert info.value.retryable
     assert info.value.retry_after == 2.0
     with pytest.raises(TrueFoundryResponseError) as garbled:
-        protocol.read_file_response(config, request, 200, {}, b"<html>")
+        read(config, request, 200, {}, b"<html>")
     assert garbled.value.retryable
 
 
 def test_read_file_response_redacts_an_echoed_key(config: protocol.GatewayConfig) -> None:
-    request = protocol.upload_request(config, filename="t.jsonl", purpose="fine-tune")
-    file = protocol.read_file_response(
-        config, request, 200, {}, encoded({**FILE, "status_details": f"k={KEY}"})
-    )
+    request = protocol.Gateway(config).upload(filename="t.jsonl", purpose="fine-tune")
+    file = read(config, request, 200, {}, encoded({**FILE, "status_details": f"k={KEY}"}))
     assert KEY not in repr(file)
     assert KEY not in json.dumps(file.to_xcom())
 
@@ -130,9 +141,7 @@ def test_read_file_response_redacts_an_echoed_key(config: protocol.GatewayConfig
 # --------------------------------------------------------------------------------------------
 
 
-def check(
-    data: bytes, *, chunk: int = 7, max_bytes: int = protocol.MAX_FILE_BYTES
-) -> protocol.JsonlValidator:
+def check(data: bytes, *, chunk: int = 7, max_bytes: int = MAX_FILE_BYTES) -> protocol.JsonlValidator:
     validator = protocol.JsonlValidator("train.jsonl", max_bytes=max_bytes)
     for start in range(0, len(data), chunk):
         validator.feed(data[start : start + chunk])
@@ -200,9 +209,9 @@ def test_a_file_over_the_limit_is_refused_and_reading_can_stop() -> None:
 
 
 def test_the_limit_is_512_mib() -> None:
-    assert protocol.MAX_FILE_BYTES == 512 * 1024 * 1024
+    assert MAX_FILE_BYTES == 512 * 1024 * 1024
     validator = protocol.JsonlValidator("t")
-    validator.size = protocol.MAX_FILE_BYTES + 1
+    validator.size = MAX_FILE_BYTES + 1
     with pytest.raises(TrueFoundryConfigError, match="is over 512 MB"):
         validator.close()
 
@@ -217,18 +226,18 @@ def job(job_id: str, status: str = "running", **extra: Any) -> dict[str, Any]:
 
 
 def test_read_jobs_page_returns_the_jobs_and_has_more(config: protocol.GatewayConfig) -> None:
-    request = protocol.list_request(config, 2)
+    request = protocol.Gateway(config).list(2)
     page = {
         "object": "list",
         "data": [job("ftjob-2"), job("ftjob-1", error={"message": KEY})],
         "has_more": True,
     }
-    jobs, has_more = protocol.read_jobs_page(config, request, 200, {}, encoded(page))
+    jobs, has_more = read(config, request, 200, {}, encoded(page))
     assert [j.id for j in jobs] == ["ftjob-2", "ftjob-1"]
     assert has_more is True
     assert KEY not in repr(jobs)
     assert KEY not in json.dumps(jobs[1].to_xcom())
-    assert protocol.read_jobs_page(config, request, 200, {}, encoded({"data": []})) == ([], False)
+    assert read(config, request, 200, {}, encoded({"data": []})) == ([], False)
 
 
 @pytest.mark.parametrize(
@@ -244,32 +253,23 @@ def test_read_jobs_page_returns_the_jobs_and_has_more(config: protocol.GatewayCo
 def test_read_jobs_page_refuses_what_is_not_a_list(
     config: protocol.GatewayConfig, page: Any, fragment: str
 ) -> None:
-    request = protocol.list_request(config, 2)
+    request = protocol.Gateway(config).list(2)
     with pytest.raises(TrueFoundryResponseError) as info:
-        protocol.read_jobs_page(config, request, 200, {}, encoded(page))
+        read(config, request, 200, {}, encoded(page))
     assert fragment in str(info.value)
 
 
 def test_read_cancel_response_returns_the_job(config: protocol.GatewayConfig) -> None:
-    request = protocol.cancel_request(config, "ftjob-1")
-    cancelled = protocol.read_cancel_response(
-        config, request, 200, {}, encoded(job("ftjob-1", "cancelled")), job_id="ftjob-1"
-    )
+    request = protocol.Gateway(config).cancel("ftjob-1")
+    cancelled = read(config, request, 200, {}, encoded(job("ftjob-1", "cancelled")))
     assert cancelled.status == "cancelled"
 
 
 @pytest.mark.parametrize("status", [404, 405])
 def test_a_gateway_that_cannot_cancel_says_so(config: protocol.GatewayConfig, status: int) -> None:
-    request = protocol.cancel_request(config, "ftjob-1")
+    request = protocol.Gateway(config).cancel("ftjob-1")
     with pytest.raises(TrueFoundryAPIError) as info:
-        protocol.read_cancel_response(
-            config,
-            request,
-            status,
-            {},
-            encoded({"error": {"message": "Method Not Allowed"}}),
-            job_id="ftjob-1",
-        )
+        read(config, request, status, {}, encoded({"error": {"message": "Method Not Allowed"}}))
     message = str(info.value)
     assert "this gateway cannot cancel fine-tuning jobs" in message
     assert f"HTTP {status}" in message
@@ -281,11 +281,9 @@ def test_a_gateway_that_cannot_cancel_says_so(config: protocol.GatewayConfig, st
 
 
 def test_other_cancel_errors_are_classified_as_usual(config: protocol.GatewayConfig) -> None:
-    request = protocol.cancel_request(config, "ftjob-1")
+    request = protocol.Gateway(config).cancel("ftjob-1")
     with pytest.raises(TrueFoundryAPIError) as info:
-        protocol.read_cancel_response(
-            config, request, 400, {}, b'{"error": {"message": "already done"}}', job_id="j"
-        )
+        read(config, request, 400, {}, b'{"error": {"message": "already done"}}')
     assert "already done" in str(info.value)
     assert not info.value.retryable
 

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError
+from airflow_provider_tfy.header_spec import HEADER_NAMES
 
 KEY = "tfy-SECRET-abc123"
 BASE = "https://gw.example.com/api/llm"
@@ -32,7 +33,7 @@ def config_error(func: Any, *args: Any, **kwargs: Any) -> str:
 
 
 def test_header_args_declares_exactly_the_five_headers() -> None:
-    assert set(protocol.HeaderArgs.__annotations__) == set(protocol.HEADER_NAMES)
+    assert set(protocol.HeaderArgs.__annotations__) == set(HEADER_NAMES)
     assert protocol.HeaderArgs.__total__ is False
 
 
@@ -66,15 +67,15 @@ def query(request: protocol.Request) -> list[tuple[str, str]]:
 
 
 def test_list_request_keeps_the_old_call_form() -> None:
-    request = protocol.list_request(make_config(), limit=1)
+    request = protocol.Gateway(make_config()).list(limit=1)
     assert request.method == "GET"
     assert request.url == f"{BASE}/fine_tuning/jobs?limit=1"
     assert request.safe_to_repeat
 
 
 def test_list_request_sends_limit_after_and_the_metadata_filter_as_openai_writes_it() -> None:
-    request = protocol.list_request(
-        make_config(), 100, after="ftjob-9", job_metadata={"team": "ml", "run": "a b&c"}
+    request = protocol.Gateway(make_config()).list(
+        100, after="ftjob-9", job_metadata={"team": "ml", "run": "a b&c"}
     )
     assert urlsplit(request.url).path == "/api/llm/fine_tuning/jobs"
     assert query(request) == [
@@ -86,8 +87,8 @@ def test_list_request_sends_limit_after_and_the_metadata_filter_as_openai_writes
 
 
 def test_list_request_sends_header_overrides() -> None:
-    request = protocol.list_request(
-        make_config({"provider_name": "from-extra"}), 5, overrides=protocol.Headers(provider_name="arg")
+    request = protocol.Gateway(make_config({"provider_name": "from-extra"})).list(
+        5, headers=protocol.Headers(provider_name="arg")
     )
     assert request.headers["x-tfy-provider-name"] == "arg"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
@@ -96,17 +97,17 @@ def test_list_request_sends_header_overrides() -> None:
 @pytest.mark.parametrize("limit", [0, 101, -1, 1.5, "20", True, None])
 def test_list_request_refuses_a_page_size_outside_1_to_100(limit: Any) -> None:
     assert "page_size must be a whole number from 1 to 100" in config_error(
-        protocol.list_request, make_config(), limit
+        protocol.Gateway(make_config()).list, limit
     )
 
 
 @pytest.mark.parametrize("bad", [{"a": 1}, {1: "a"}, {"": "a"}, ["a"], "a=b"])
 def test_list_request_refuses_a_filter_that_is_not_strings(bad: Any) -> None:
-    assert "job_metadata must map" in config_error(protocol.list_request, make_config(), 20, job_metadata=bad)
+    assert "job_metadata must map" in config_error(protocol.Gateway(make_config()).list, 20, job_metadata=bad)
 
 
 def test_list_request_checks_the_after_cursor_like_a_job_id() -> None:
-    assert "job_id" in config_error(protocol.list_request, make_config(), 20, after=" x ")
+    assert "job_id" in config_error(protocol.Gateway(make_config()).list, 20, after=" x ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ def test_list_request_checks_the_after_cursor_like_a_job_id() -> None:
 
 def test_create_request_posts_the_json_body_and_is_not_safe_to_repeat() -> None:
     body = {"model": "m", "training_file": "file-1", "metadata": {"k": "é"}}
-    request = protocol.create_request(make_config(), body, protocol.Headers(provider_name="p"))
+    request = protocol.Gateway(make_config()).create(body, protocol.Headers(provider_name="p"))
     assert request.method == "POST"
     assert request.url == f"{BASE}/fine_tuning/jobs"
     assert request.headers["Content-Type"] == "application/json"
@@ -128,7 +129,7 @@ def test_create_request_posts_the_json_body_and_is_not_safe_to_repeat() -> None:
 
 
 def test_cancel_request_posts_to_the_jobs_cancel_path_and_may_be_repeated() -> None:
-    request = protocol.cancel_request(make_config(), "ftjob-a/../b")
+    request = protocol.Gateway(make_config()).cancel("ftjob-a/../b")
     assert request.method == "POST"
     assert request.url == f"{BASE}/fine_tuning/jobs/ftjob-a%2F..%2Fb/cancel"
     assert request.body is None
@@ -136,7 +137,7 @@ def test_cancel_request_posts_to_the_jobs_cancel_path_and_may_be_repeated() -> N
 
 
 def test_cancel_request_checks_the_job_id() -> None:
-    assert "job_id is empty" in config_error(protocol.cancel_request, make_config(), "")
+    assert "job_id is empty" in config_error(protocol.Gateway(make_config()).cancel, "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,11 +146,10 @@ def test_cancel_request_checks_the_job_id() -> None:
 
 
 def test_upload_request_names_the_multipart_fields_and_may_be_repeated() -> None:
-    request = protocol.upload_request(
-        make_config(),
+    request = protocol.Gateway(make_config()).upload(
         filename="train.jsonl",
         purpose="fine-tune",
-        overrides=protocol.Headers(provider_name="p"),
+        headers=protocol.Headers(provider_name="p"),
     )
     assert request.method == "POST"
     assert request.url == f"{BASE}/files"
@@ -161,14 +161,14 @@ def test_upload_request_names_the_multipart_fields_and_may_be_repeated() -> None
 
 
 def test_upload_request_takes_the_provider_name_from_the_extra() -> None:
-    request = protocol.upload_request(
-        make_config({"provider_name": "openai-main"}), filename="t", purpose="fine-tune"
+    request = protocol.Gateway(make_config({"provider_name": "openai-main"})).upload(
+        filename="t", purpose="fine-tune"
     )
     assert request.headers["x-tfy-provider-name"] == "openai-main"
 
 
 def test_upload_request_needs_a_provider_name() -> None:
-    message = config_error(protocol.upload_request, make_config(), filename="t.jsonl", purpose="fine-tune")
+    message = config_error(protocol.Gateway(make_config()).upload, filename="t.jsonl", purpose="fine-tune")
     assert "provider name" in message
     assert "provider_name" in message
     assert "'tfy'" in message
@@ -178,7 +178,7 @@ def test_upload_request_needs_a_provider_name() -> None:
 def test_upload_request_needs_a_purpose(purpose: Any) -> None:
     config = make_config({"provider_name": "p"})
     assert "purpose must be a non-empty string" in config_error(
-        protocol.upload_request, config, filename="t", purpose=purpose
+        protocol.Gateway(config).upload, filename="t", purpose=purpose
     )
 
 
@@ -186,7 +186,7 @@ def test_upload_request_needs_a_purpose(purpose: Any) -> None:
 def test_upload_request_refuses_an_unusable_file_name(filename: str) -> None:
     config = make_config({"provider_name": "p"})
     assert "rename the file" in config_error(
-        protocol.upload_request, config, filename=filename, purpose="fine-tune"
+        protocol.Gateway(config).upload, filename=filename, purpose="fine-tune"
     )
 
 

@@ -23,6 +23,7 @@ from spec_schema import OPERATIONS, SPEC_DIR, load_job_schema, load_spec_file, r
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.exceptions import TrueFoundryAPIError, TrueFoundryError, TrueFoundryResponseError
 from airflow_provider_tfy.models import FineTuningJob
+from airflow_provider_tfy.protocol.answers import BODY_EXCERPT_CHARS
 
 KEY = "tfy-SECRET-abc123"
 SCHEMA = load_job_schema()
@@ -259,9 +260,9 @@ def test_read_job_response_raises_only_provider_errors(
     status: int, payload: bytes, headers: dict[str, str]
 ) -> None:
     config = protocol.gateway_config("c", host="https://gw.example.com/api/llm", password=KEY, extra={})
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     job, err = _call(
-        protocol.read_job_response, config, request, status, headers, payload, job_id="ftjob-1", now=0.0
+        protocol.Gateway(config).read, request, protocol.Answer(status, headers, payload), now=0.0
     )
     if err is None:
         assert 200 <= status < 300
@@ -273,7 +274,7 @@ def test_read_job_response_raises_only_provider_errors(
     else:
         assert isinstance(err, TrueFoundryAPIError)
         assert err.status_code == status
-        assert len(err.body_excerpt) <= protocol.BODY_EXCERPT_CHARS
+        assert len(err.body_excerpt) <= BODY_EXCERPT_CHARS
         assert "\n" not in err.body_excerpt
         assert err.retry_after is None or err.retry_after >= 0
 
@@ -287,11 +288,11 @@ def test_read_job_response_raises_only_provider_errors(
 )
 def test_an_echoed_key_never_reaches_an_error(status: int, before: str, after: str, wrap: bool) -> None:
     config = protocol.gateway_config("c", host="https://gw.example.com", password=KEY, extra={})
-    request = protocol.job_request(config, "ftjob-1")
+    request = protocol.Gateway(config).retrieve("ftjob-1")
     text = before + KEY + after
     payload = json.dumps({"error": {"message": text}}).encode() if wrap else text.encode()
     headers = {"location": text, "retry-after": text}
     with pytest.raises(TrueFoundryError) as info:
-        protocol.read_job_response(config, request, status, headers, payload, job_id="ftjob-1")
+        protocol.Gateway(config).read(request, protocol.Answer(status, headers, payload))
     assert KEY not in str(info.value)
     assert KEY not in info.value.body_excerpt
