@@ -74,23 +74,16 @@ class _GatewayCalls:
 class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
     """Polls a fine-tuning job until it ends or the deadline passes; yields exactly one event.
 
-    Holds only primitives (never the key): the connection is read inside ``run()``.
+    Holds only primitives (never the key). ``hook_params`` (``timeout``, ``max_retries``,
+    ``retry_delay``) and ``header_args`` (:class:`~..protocol.HeaderArgs`, or each as its own
+    keyword argument) are as for the hook.
 
-    :param job_id: the fine-tuning job id.
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param poll_interval: seconds between polls.
-    :param deadline: wall-clock time (``time.time()``) at which to give up: wall clock, since the
-        trigger may resume in another triggerer process.
-    :param timeout: instead of ``deadline``, for a trigger started from the task: the deadline is
-        then Airflow's trigger timeout for the task less :data:`..events.TIMEOUT_GRACE`.
-    :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
-        overriding the connection's extra; each may also be given as its own keyword argument.
+    :param deadline: wall-clock time (``time.time()``) to give up at, valid in any triggerer; or
+        ``timeout``, started from the task: Airflow's trigger timeout less ``events.TIMEOUT_GRACE``.
     :param last_status: the status the sensor saw last, so only changes are logged.
     :param cancel_on_kill: cancel the job when a user kills the deferred task (Airflow 3.3+).
-    :param idempotency_key: the key the job was created with. At the first poll the newest
-        ``LOOKUP_PAGE_SIZE`` jobs with it are read once; if the job is not their only live one,
-        the wait ends with a ``converge`` event. Absent from kwargs serialized before it existed.
+    :param idempotency_key: the job's key: at the first poll, unless the job is the only live one
+        of the newest ``LOOKUP_PAGE_SIZE`` with it, the wait ends with a ``converge`` event.
     """
 
     def __init__(
@@ -206,14 +199,11 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
     async def on_kill(self) -> None:
         """Cancels the job when a user kills the deferred task, if ``cancel_on_kill`` (Airflow 3.3+).
 
-        Airflow calls this only for a user's action (mark failed or success, clear), never on a
-        triggerer restart or the trigger's own timeout. The cancel is retried (cancelling twice is
-        harmless) within the triggerer's ``on_kill_timeout``; a failure is logged, never raised.
+        Only for a user's action (mark failed or success, clear), never on a triggerer restart.
+        Retried within the triggerer's ``on_kill_timeout``; a failure is logged, never raised.
         """
         last = self.last_status
-        if not self.cancel_on_kill or (
-            last is not None and status_outcome(last) is not JobOutcome.IN_PROGRESS
-        ):
+        if not self.cancel_on_kill or (last and status_outcome(last) is not JobOutcome.IN_PROGRESS):
             return  # nothing to cancel
         try:
             gw, policy = await self._gateway(), self._policy()
@@ -237,8 +227,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
     def _deadline(self) -> float:
         if self.deadline is not None:
             return self.deadline
-        # Started from the task: Airflow fixed the trigger timeout when it deferred the task and
-        # hands it to every triggerer (3.x: timeout_after; 2.x: the task instance row).
+        # Started from the task: Airflow's trigger timeout, the same in any triggerer (2.x: the TI's).
         ti = getattr(self, "task_instance", None)
         airflow_timeout = getattr(self, "timeout_after", None) or getattr(ti, "trigger_timeout", None)
         if airflow_timeout is None:  # run by hand (dag.test(), a test): from now
@@ -250,8 +239,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
 
 _STATUSES = ("succeeded", "failed", "cancelled")
 _HOOK_PARAMS = frozenset({"timeout", *_RETRY_PARAMS})
-# Reported jobs are recorded this long after their events leave: the triggerer stores events
-# about once a second, so a crash in between repeats a report, never loses one.
+# Record reports this long after their events leave (stored about once a second): a crash repeats one.
 _RECORD_DELAY = 3.0
 # What the watchers sharing a poll need read: stream key -> {watcher: its floor}.
 _shared_floors: dict[Hashable, dict[int, float | None]] = {}
@@ -260,19 +248,11 @@ _shared_floors: dict[Hashable, dict[int, float | None]] = {}
 class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
     """Reports each fine-tuning job that ends, once: an event trigger for an ``AssetWatcher``.
 
-    Each job reaching one of ``statuses`` after the watcher first started gives one event, the
-    job as the sensor returns it (``FineTuningJob.to_xcom()``); jobs that had ended before are
-    never reported. What the watcher has seen lives in the asset's state store, so a restart or
-    a takeover reports what ended meanwhile, and nothing twice (see ``docs/watcher.md``). Needs
-    Airflow 3.3 or later.
-
-    :param truefoundry_conn_id: the TrueFoundry connection.
-    :param statuses: the end states to report: any of ``succeeded``, ``failed``, ``cancelled``.
-    :param job_metadata: report only jobs whose metadata holds every one of these pairs.
-    :param poll_interval: seconds between polls.
-    :param hook_params: ``timeout``, ``max_retries``, ``retry_delay`` as for the hook.
-    :param header_args: the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
-        overriding the connection's extra; each may also be given as its own keyword argument.
+    Each job reaching one of ``statuses`` (``succeeded``, ``failed``, ``cancelled``) after the
+    watcher first started gives one event, ``FineTuningJob.to_xcom()``. What it has seen lives in
+    the asset's state store, so a restart reports what ended meanwhile, and nothing twice (see
+    ``docs/watcher.md``). Needs Airflow 3.3+. ``job_metadata``: report only jobs carrying these
+    pairs; ``hook_params`` and ``header_args`` as for :class:`TrueFoundryFineTuningJobTrigger`.
     """
 
     def __init__(
@@ -327,7 +307,7 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
 
     @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """Polls for the group: each item is the jobs read and how far down (see :meth:`_pages`)."""
+        """Polls for the group: each item is the jobs read and how far down (see :meth:`_polls`)."""
         watcher = cls(**kwargs)
         floors = _shared_floors.setdefault(watcher.shared_stream_key(), {})
 
@@ -393,43 +373,31 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
     async def _polls(
         self, floor: Callable[[], float | None], metadata: dict[str, str]
     ) -> AsyncIterator[tuple[list[FineTuningJob], float | None]]:
-        """Every ``poll_interval``, yields the jobs read newest first and ``created_at`` of the
-        last (None: the list ended). What retries cannot mend raises; the rest is polled again."""
+        """Every ``poll_interval``, yields the jobs read newest first, down to ``floor()``, and
+        ``created_at`` of the last (None: the list ended). What retries cannot mend raises."""
         gw, policy, headers = await self._gateway(), self._policy(), self._headers()
         session = await transport.shared_clients.acquire(gw.config)
         try:
             while True:
                 await poll_gate.turn()
+                jobs, after, need = [], None, floor()
                 try:
-                    pages = await self._pages(session, gw, policy, floor(), metadata, headers)
+                    while True:  # the pages down to the floor
+                        request = gw.list(
+                            protocol.MAX_LIST_LIMIT, after=after, job_metadata=metadata, headers=headers
+                        )
+                        page = await transport.call(session, gw, request, policy)
+                        jobs += page.jobs
+                        after = protocol.next_page_after(page.jobs, page.has_more, after)
+                        if after is None or protocol.read_enough(need, page.jobs):
+                            break
                 except TrueFoundryError as err:
                     wait = protocol.wait_after_failed_poll(err, self.poll_interval)  # or raises
                     self.log.warning("Listing fine-tuning jobs failed (%s); next try in %.1f s.", err, wait)
                 else:
                     wait = self.poll_interval
-                    yield pages
-                    del pages
+                    yield jobs, None if after is None else jobs[-1].created_at or 0
+                del jobs
                 await wakeups.after(wait)
         finally:
             await transport.shared_clients.release(gw.config)
-
-    async def _pages(
-        self,
-        session: aiohttp.ClientSession,
-        gw: protocol.Gateway,
-        policy: protocol.RetryPolicy,
-        floor: float | None,
-        metadata: dict[str, str],
-        headers: protocol.Headers,
-    ) -> tuple[list[FineTuningJob], float | None]:
-        jobs: list[FineTuningJob] = []
-        after = None
-        while True:
-            request = gw.list(protocol.MAX_LIST_LIMIT, after=after, job_metadata=metadata, headers=headers)
-            page = await transport.call(session, gw, request, policy)
-            jobs += page.jobs
-            after = protocol.next_page_after(page.jobs, page.has_more, after)
-            if after is None:
-                return jobs, None
-            if protocol.read_enough(floor, page.jobs):
-                return jobs, page.jobs[-1].created_at or 0

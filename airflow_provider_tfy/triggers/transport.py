@@ -1,8 +1,7 @@
-"""The triggers' async transport: aiohttp sessions shared per loop, connection reads, one retry loop.
+"""The triggers' transport: connection reads and aiohttp sessions shared per loop, one retry loop.
 
-Why aiohttp and not httpx: with a few hundred pooled connections, httpcore's pool scans every
-connection on each request (10-40 ms of CPU per poll); aiohttp's stays well under 1 ms (see
-``benchmarks/``). Nothing here blocks the loop: building a TLS context runs in a thread.
+aiohttp, not httpx: httpcore's pool scans every connection per request (10-40 ms of CPU per poll
+with a few hundred pooled), aiohttp's stays under 1 ms (``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ async def _read_connection(conn_id: str) -> ConnectionFields:
 
 
 class SharedConnectionReads:
-    """Makes concurrent reads of one connection in one event loop a single read.
+    """Makes concurrent reads of one connection in one event loop a single read (a takeover).
 
-    A takeover of a thousand waits would otherwise make a thousand identical reads at once. Only
-    reads in flight are shared, so an edited connection (a rotated key) reaches the next start.
+    Only reads in flight are shared: an edited connection (a rotated key) reaches the next start.
     """
 
     def __init__(self) -> None:
@@ -115,9 +113,8 @@ class _Pool:
 class SharedClients:
     """Shares one aiohttp session per gateway origin and TLS setting among a loop's triggers.
 
-    A thousand waits on one gateway then share a few keep-alive connections. The key is a
-    per-request header, never connection state, so sharing cannot mix up credentials. A pool
-    closes when its last trigger finishes.
+    The key is a per-request header, never connection state, so sharing cannot mix up
+    credentials. A pool closes when its last trigger finishes.
     """
 
     max_connections = 256
@@ -129,8 +126,10 @@ class SharedClients:
 
     async def acquire(self, config: protocol.GatewayConfig) -> aiohttp.ClientSession:
         """Borrows the loop's session for ``config``'s gateway; :meth:`release` it when done."""
-        pools = self._pools.setdefault(asyncio.get_running_loop(), {})
-        key = (config.origin, repr(config.verify))
+        pools, key = (
+            self._pools.setdefault(asyncio.get_running_loop(), {}),
+            (config.origin, repr(config.verify)),
+        )
         pool = pools.get(key)
         if pool is None:
             pool = pools[key] = _Pool(asyncio.ensure_future(self._open(config)))
@@ -143,8 +142,7 @@ class SharedClients:
 
     async def release(self, config: protocol.GatewayConfig) -> None:
         """Gives back a session from :meth:`acquire`; the last user closes the pool."""
-        pools = self._pools.get(asyncio.get_running_loop(), {})
-        key = (config.origin, repr(config.verify))
+        pools, key = self._pools.get(asyncio.get_running_loop(), {}), (config.origin, repr(config.verify))
         pool = pools.get(key)
         if pool is None:
             return
@@ -178,20 +176,15 @@ class SharedClients:
 
 
 def _transport_settings(config: protocol.GatewayConfig) -> tuple[ssl.SSLContext | bool, str | None]:
-    verify = config.verify
+    verify, parts = config.verify, urlsplit(config.origin)
     try:
-        context: ssl.SSLContext | bool = (
-            False
-            if verify is False
-            else ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-        )
+        cafile = verify if isinstance(verify, str) else None
+        context = verify is not False and ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as err:
         raise protocol.ca_bundle_error(verify, str(err)) from None
-    parts = urlsplit(config.origin)
-    proxy = None
-    if not urllib.request.proxy_bypass(parts.hostname or ""):
-        proxy = urllib.request.getproxies().get(parts.scheme)  # the environment's, as requests does
-    return context, proxy
+    # The environment's proxy, as requests finds it for the hook.
+    bypass = urllib.request.proxy_bypass(parts.hostname or "")
+    return context, None if bypass else urllib.request.getproxies().get(parts.scheme)
 
 
 shared_clients = SharedClients()
