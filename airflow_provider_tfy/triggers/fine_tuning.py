@@ -140,16 +140,14 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
             while True:
                 await poll_gate.turn()  # a few polls per tick, however many fell due together
                 try:
-                    job = await transport.call(session, gw, request, policy, deadline)
+                    job = await transport.call(session, gw, request, policy, deadline, self._failed)
                 except TrueFoundryError as err:
                     try:
                         wait = protocol.wait_after_failed_poll(err, self.poll_interval)
                     except TrueFoundryError:
                         event = events.error_event(self.job_id, err)
                         break
-                    self.log.warning(
-                        "Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait
-                    )
+                    self._failed(err, wait)
                 else:
                     if job.status != self.last_status:
                         self.log.info("Fine-tuning job %s: %s", job.id, job.progress_summary())
@@ -175,6 +173,9 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         finally:
             await transport.shared_clients.release(gw.config)
         yield TriggerEvent(event)
+
+    def _failed(self, err: BaseException, wait: float) -> None:  # each failed try, retried or not
+        self.log.warning("Polling job %s failed (%s); next try in %.1f s.", self.job_id, err, wait)
 
     async def _must_converge(
         self,
@@ -359,6 +360,9 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
         finally:
             floors.pop(id(self), None)
 
+    def _failed(self, err: BaseException, wait: float) -> None:  # each failed try, retried or not
+        self.log.warning("Listing fine-tuning jobs failed (%s); next try in %.1f s.", err, wait)
+
     def _stores(self) -> list[Any]:
         store = self.asset_state_store
         if store is None:
@@ -386,14 +390,14 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
                         request = gw.list(
                             protocol.MAX_LIST_LIMIT, after=after, job_metadata=metadata, headers=headers
                         )
-                        page = await transport.call(session, gw, request, policy)
+                        page = await transport.call(session, gw, request, policy, warn=self._failed)
                         jobs += page.jobs
                         after = protocol.next_page_after(page.jobs, page.has_more, after)
                         if after is None or protocol.read_enough(need, page.jobs):
                             break
                 except TrueFoundryError as err:
                     wait = protocol.wait_after_failed_poll(err, self.poll_interval)  # or raises
-                    self.log.warning("Listing fine-tuning jobs failed (%s); next try in %.1f s.", err, wait)
+                    self._failed(err, wait)
                 else:
                     wait = self.poll_interval
                     yield jobs, None if after is None else jobs[-1].created_at or 0

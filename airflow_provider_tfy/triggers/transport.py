@@ -11,7 +11,7 @@ import contextlib
 import ssl
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -91,13 +91,22 @@ async def call(
     request: protocol.Request[T],
     policy: protocol.RetryPolicy,
     deadline: float | None = None,
+    warn: Callable[[BaseException, float], object] | None = None,
 ) -> T:
-    """Sends ``request`` and reads its answer, retried by ``policy``, never sleeping past ``deadline``."""
+    """Sends ``request`` and reads its answer, retried by ``policy``, never sleeping past ``deadline``.
+
+    ``warn(error, seconds)`` is told of each failed try that is retried.
+    """
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if warn is not None and state.outcome is not None:
+            warn(state.outcome.exception() or Exception(), state.upcoming_sleep)
+
     # Built per call (~20 us) rather than kept: a sleeping wait holds no retry objects.
-    retrying = tenacity.AsyncRetrying(
-        **policy.tenacity_args(safe_to_repeat=request.safe_to_repeat, deadline=deadline)
+    args = policy.tenacity_args(
+        safe_to_repeat=request.safe_to_repeat, deadline=deadline, before_sleep=before_sleep
     )
-    return await retrying(_exchange, session, gw, request)
+    return await tenacity.AsyncRetrying(**args)(_exchange, session, gw, request)
 
 
 async def _exchange(session: aiohttp.ClientSession, gw: protocol.Gateway, request: protocol.Request[T]) -> T:
