@@ -151,21 +151,21 @@ def run_side(side: str, job_ids: list[str], interval: float, latency: float, box
     """
     from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
     from airflow_provider_tfy.models import JobOutcome
-    from airflow_provider_tfy.triggers import fine_tuning
+    from airflow_provider_tfy.triggers import fine_tuning, transport
 
     n = len(job_ids)
     answers: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
     starts: dict[str, float] = {}
     outcomes: dict[str, str] = {}
 
-    original_send = fine_tuning.send
+    original_send = transport.send
 
     async def timed_send(client: Any, request: Any) -> Any:
         answer = await original_send(client, request)
         answers[request.url.rsplit("/", 1)[1]].append(time.monotonic())
         return answer
 
-    fine_tuning.send = timed_send
+    transport.send = timed_send
 
     async def wait_ours(job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -354,26 +354,26 @@ def run_burst(
     N waits in one triggerer (its tasks, and the full collections of Airflow's heap). Its "first
     answer" is its first step in ``run()``.
     """
-    from airflow_provider_tfy.triggers import fine_tuning
+    from airflow_provider_tfy.triggers import fine_tuning, transport
 
     answers: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
     outcomes: dict[str, str] = {}
-    original_send = fine_tuning.send
+    original_send = transport.send
 
     async def timed_send(client: Any, request: Any) -> Any:
         answer = await original_send(client, request)
         answers[request.url.rsplit("/", 1)[1]].append(time.monotonic())
         return answer
 
-    fine_tuning.send = timed_send
+    transport.send = timed_send
     reads = [0]
-    original_read = fine_tuning._read_connection
+    original_read = transport._read_connection
 
     async def counted_read(conn_id: str) -> Any:
         reads[0] += 1
         return await original_read(conn_id)
 
-    fine_tuning._read_connection = counted_read
+    transport._read_connection = counted_read
     watchdog = LoopWatchdog(profile=profile)
     # Collections of the whole heap (Airflow's included) show up as stalls too; they are timed
     # here so a beat's stall can be split into the collector's share and everything else.
@@ -473,8 +473,8 @@ def run_burst(
         loop.run_until_complete(main())
     finally:
         gc.callbacks.remove(on_gc)
-        fine_tuning.send = original_send
-        fine_tuning._read_connection = original_read
+        transport.send = original_send
+        transport._read_connection = original_read
     begin = timing["start"]
     objects_per_wait = (timing["objects"] - idle_objects) / len(job_ids) if "objects" in timing else None
     firsts = [times[0] for times in answers.values() if times]

@@ -1,18 +1,9 @@
-"""Pacing of the triggers' polls in one event loop, so a batch never lands in one loop iteration.
+"""Paces the triggers' polls in one event loop, so a batch never lands in one loop iteration.
 
-Why: a triggerer starts many triggers together when it takes over a dead peer's or starts with a
-full table, and any pause of the loop (a full garbage collection of a triggerer's heap takes
-0.2-0.5 s) leaves every poll that fell due during it ready at the same moment. Unpaced, they
-would all build and send their requests in one loop iteration and block the loop, and every
-other trigger in it, for the whole batch (``benchmarks/density.py``, start burst). Two pieces:
-
-* :class:`FirstPollPacer` spreads the first polls of triggers that start together, so their
-  later polls (one interval after each answer) stay spread too;
-* :class:`PollGate` caps how many polls start per tick, whatever made them ready together.
-
-And :class:`Wakeups`, the waits' sleeps between polls on one timer per loop, so that a sleeping
-wait keeps as few objects as possible: a triggerer's full garbage collection traverses every
-object of every wait it holds, and comes more often the more objects the waits keep.
+A takeover starts many triggers together, and a pause of the loop (a full collection: 0.2-0.5 s)
+leaves every poll due meanwhile ready at once; unpaced, they would block the loop for the whole
+batch (``benchmarks/density.py``, start burst). :class:`FirstPollPacer` spreads first polls,
+:class:`PollGate` caps polls per tick, :class:`Wakeups` sleeps waits on one timer per loop.
 """
 
 from __future__ import annotations
@@ -28,11 +19,10 @@ from dataclasses import dataclass, field
 
 
 class FirstPollPacer:
-    """Spaces the first polls of triggers that start together in one loop ``pace`` seconds apart.
+    """Spaces the first polls of triggers starting together in one loop ``pace`` seconds apart.
 
-    A lone trigger polls at once; a batch of N spreads over N milliseconds. A batch too large
-    for one poll interval is spread at random over the interval instead: the first poll never
-    comes later than an interval after the start (the sensor already poked before deferring).
+    A lone trigger polls at once; a batch too large for one poll interval is spread at random
+    over it, so no first poll comes later than an interval after the start.
     """
 
     pace = 0.001
@@ -61,12 +51,10 @@ class _Gate:
 
 
 class PollGate:
-    """At most ``per_tick`` polls of one loop start per ``tick``; the rest go next, in order.
+    """Lets at most ``per_tick`` polls of one loop start per ``tick``; the rest go next, in order.
 
-    Timers that fell due together (after a pause of the loop, or paced first polls whose slots
-    passed during one) wake in the same iteration; each wakes cheaply, and only a few go on to
-    build and send a request there. A steady load never queues, and a queue drains at
-    ``per_tick`` per tick, far faster than any poll interval fills it.
+    Polls that fell due together wake cheaply, and only a few build and send a request per loop
+    iteration. A steady load never queues; a queue drains far faster than an interval fills it.
     """
 
     tick = 0.001
@@ -89,8 +77,7 @@ class PollGate:
             return
         future: asyncio.Future[None] = loop.create_future()
         gate.queue.append(future)
-        # A cancelled waiter leaves its future cancelled in the queue: the tick skips it.
-        await future
+        await future  # a cancelled waiter's future stays queued: the tick skips it
 
     def _on_tick(self, loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
         gate.started = 0
@@ -99,7 +86,7 @@ class PollGate:
             if not future.done():
                 future.set_result(None)
                 gate.started += 1
-        # Tick on while polls keep coming; a tick that saw none ends the run of ticks.
+        # Tick on while polls keep coming; a tick that started none ends the run.
         gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate) if gate.started else None
 
 
@@ -114,12 +101,10 @@ class _Timer:
 
 
 class Wakeups:
-    """``await wakeups.after(seconds)``: ``asyncio.sleep`` for thousands of waits on one timer.
+    """Sleeps thousands of waits on one timer per loop: ``await wakeups.after(seconds)``.
 
-    ``asyncio.sleep`` keeps a coroutine, a loop timer and a copy of the context per sleeper; here
-    a sleeper keeps its future and one heap entry, and the loop holds a single timer for the
-    earliest. A cancelled sleeper's entry is dropped when it falls due. Like the gate's, this
-    state lives as long as its loop (a triggerer runs one for its whole life).
+    ``asyncio.sleep`` keeps a coroutine, a timer and a context copy per sleeper; here a sleeper
+    keeps its future and one heap entry (a full collection traverses every object of every wait).
     """
 
     def __init__(self) -> None:
@@ -151,9 +136,7 @@ class Wakeups:
 
     def _fire(self, loop: asyncio.AbstractEventLoop, timer: _Timer) -> None:
         timer.handle = None
-        # The loop may run a timer a hair before its time (its clock resolution): what this timer
-        # was armed for is due, as with asyncio.sleep.
-        now = max(loop.time(), timer.due)
+        now = max(loop.time(), timer.due)  # the loop may run a timer a hair early (clock resolution)
         heap = timer.heap
         while heap and heap[0][0] <= now:
             future = heapq.heappop(heap)[2]

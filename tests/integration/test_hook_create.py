@@ -305,7 +305,7 @@ def test_both_transports_agree_a_refused_connection_was_never_sent(connected_gat
 
     import aiohttp
 
-    from airflow_provider_tfy.triggers.fine_tuning import send
+    from airflow_provider_tfy.triggers.transport import send
 
     config = protocol.gateway_config(
         "c", host=f"http://127.0.0.1:{closed_port()}", password=connected_gateway.api_key, extra={}

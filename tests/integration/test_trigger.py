@@ -20,11 +20,8 @@ import pytest
 
 from airflow_provider_tfy import protocol
 from airflow_provider_tfy.testing import Fault, GatewaySimulator
-from airflow_provider_tfy.triggers.fine_tuning import (
-    SharedClients,
-    TrueFoundryFineTuningJobTrigger,
-    shared_clients,
-)
+from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
+from airflow_provider_tfy.triggers.transport import SharedClients, shared_clients
 
 from .conftest import (
     CONN_ID,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_tfy.testing import GatewaySimulator
-from airflow_provider_tfy.triggers import fine_tuning
+from airflow_provider_tfy.triggers import fine_tuning, transport
 from airflow_provider_tfy.triggers.fine_tuning import TrueFoundryFineTuningJobTrigger
 from airflow_provider_tfy.triggers.pacing import FirstPollPacer, PollGate
 
@@ -37,13 +37,13 @@ def trigger(job_id: str, poll_interval: float = 5.0) -> TrueFoundryFineTuningJob
 def connection_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The connection reads that really happen (Airflow's accessor is still what answers them)."""
     reads: list[str] = []
-    real = fine_tuning._read_connection
+    real = transport._read_connection
 
     async def counted(conn_id: str) -> Any:
         reads.append(conn_id)
         return await real(conn_id)
 
-    monkeypatch.setattr(fine_tuning, "_read_connection", counted)
+    monkeypatch.setattr(transport, "_read_connection", counted)
     return reads
 
 
@@ -54,7 +54,7 @@ def test_triggers_starting_together_read_the_connection_once_and_never_poll_in_a
     jobs = [connected_gateway.add_job(statuses=("succeeded",)) for _ in range(n)]
     iteration = [0]
     sends_per_iteration: Counter[int] = Counter()
-    real_send = fine_tuning.send
+    real_send = transport.send
 
     real_delay = fine_tuning.first_poll_pacer.delay
     due_at: list[float] = []  # the loop time each first poll was scheduled for
@@ -68,7 +68,7 @@ def test_triggers_starting_together_read_the_connection_once_and_never_poll_in_a
         due_at.append(asyncio.get_running_loop().time() + wait)
         return wait
 
-    monkeypatch.setattr(fine_tuning, "send", counted_send)
+    monkeypatch.setattr(transport, "send", counted_send)
     monkeypatch.setattr(fine_tuning.first_poll_pacer, "delay", recorded_delay)
 
     async def all_at_once() -> tuple[float, list[list[Any]]]:
@@ -152,7 +152,7 @@ def test_a_waiting_trigger_keeps_few_objects_and_shares_its_logger(
     # A triggerer's full garbage collection traverses every object of every wait it holds, and
     # comes sooner the more objects the waits keep (benchmarks/density.py, start burst): a wait
     # between polls keeps its trigger, its generator, one future and the request it repeats.
-    monkeypatch.setattr(fine_tuning.SharedClients, "max_connections", 4)  # the pool's share is fixed
+    monkeypatch.setattr(transport.SharedClients, "max_connections", 4)  # the pool's share is fixed
     n = 150
     job = connected_gateway.add_job(statuses=("succeeded",))
     run_trigger(trigger(job.id))  # warm: imports, the first connection read, the logger
