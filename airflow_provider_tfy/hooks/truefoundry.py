@@ -424,7 +424,12 @@ class TrueFoundryHook(BaseHook):
 
     def _retry(self, attempt: Callable[[], R], *, safe_to_repeat: bool) -> R:
         """Run ``attempt`` in this transport's one retry loop, as the retry policy says."""
+        return self._loops[safe_to_repeat](attempt)
 
+    @cached_property
+    def _loops(self) -> dict[bool, tenacity.Retrying]:
+        # Built once per hook, for requests safe to repeat and the others: a poll should not pay
+        # for building the loop, and most calls succeed at once.
         def log_retry(state: tenacity.RetryCallState) -> None:
             self.log.warning(
                 "TrueFoundry call failed (%s); retry %d of %d in %.1f s.",
@@ -434,8 +439,11 @@ class TrueFoundryHook(BaseHook):
                 state.upcoming_sleep,
             )
 
-        args = self.retry_policy.tenacity_args(safe_to_repeat=safe_to_repeat, before_sleep=log_retry)
-        return tenacity.Retrying(**args)(attempt)
+        policy = self.retry_policy
+        return {
+            safe: tenacity.Retrying(**policy.tenacity_args(safe_to_repeat=safe, before_sleep=log_retry))
+            for safe in (True, False)
+        }
 
     def _send(self, request: protocol.Request[Any], source: FileSource | None = None) -> protocol.Answer:
         """One exchange: the status, headers and whole body, or the protocol's transport error."""

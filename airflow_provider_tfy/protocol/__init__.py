@@ -43,7 +43,12 @@ from airflow_provider_tfy.protocol.gateway import (
     validate_metadata_filter,
 )
 from airflow_provider_tfy.protocol.objects import JobPage, carries_metadata, next_page_after, parse_job
-from airflow_provider_tfy.protocol.retry import RetryPolicy, could_have_been_applied, wait_after_failed_poll
+from airflow_provider_tfy.protocol.retry import (
+    RetryPolicy,
+    could_have_been_applied,
+    sleeps_past,
+    wait_after_failed_poll,
+)
 from airflow_provider_tfy.protocol.settings import (
     GatewayConfig,
     HeaderArgs,
@@ -88,6 +93,7 @@ __all__ = [
     "parse_job",
     "positive_number",
     "read_enough",
+    "sleeps_past",
     "tls_error",
     "transport_error",
     "validate_idempotency_key",

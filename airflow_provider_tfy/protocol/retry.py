@@ -139,10 +139,15 @@ class RetryPolicy:
                 state.attempt_number, error(state), safe_to_repeat=safe_to_repeat
             ),
             "wait": lambda state: self.wait_before_retry(state.attempt_number, error(state)) or 0.0,
-            "stop": lambda state: deadline is not None and time.time() + state.upcoming_sleep > deadline,
+            "stop": lambda state: sleeps_past(state, deadline),
             "before_sleep": before_sleep,
             "reraise": True,
         }
+
+
+def sleeps_past(state: tenacity.RetryCallState, deadline: float | None) -> bool:
+    """Whether a retry loop's next sleep would end past ``deadline`` (wall clock; None: never)."""
+    return deadline is not None and time.time() + state.upcoming_sleep > deadline
 
 
 def wait_after_failed_poll(error: BaseException, poll_interval: float) -> float:
