@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 from airflow_provider_tfy.protocol.answers import json_type
+from airflow_provider_tfy.protocol.settings import has_control_chars
 
 IDEMPOTENCY_METADATA_KEY = "airflow_idempotency_key"
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -193,7 +194,7 @@ def _text(value: Any, name: str, hint: str) -> str:
     if not isinstance(value, str) or not value.strip():
         got = "an empty string" if isinstance(value, str) else type(value).__name__
         raise _bad_arg(f"{name} must be a non-empty string ({hint}), got {got}")
-    if value != value.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if value != value.strip() or has_control_chars(value):
         raise _bad_arg(f"{name} {value[:80]!r} has spaces or control characters around it ({hint})")
     return value
 

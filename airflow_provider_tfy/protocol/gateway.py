@@ -17,7 +17,12 @@ from airflow_provider_tfy.exceptions import FineTuningJobNotFound, TrueFoundryAP
 from airflow_provider_tfy.models import FineTuningJob, TrueFoundryFile
 from airflow_provider_tfy.protocol.answers import check_status, excerpt, json_body
 from airflow_provider_tfy.protocol.objects import JobPage, parse_file, parse_job, parse_page, without_secret
-from airflow_provider_tfy.protocol.settings import MAX_CONNECT_TIMEOUT, GatewayConfig, Headers
+from airflow_provider_tfy.protocol.settings import (
+    MAX_CONNECT_TIMEOUT,
+    GatewayConfig,
+    Headers,
+    has_control_chars,
+)
 
 T = TypeVar("T")
 JOBS_PATH = "/fine_tuning/jobs"
@@ -143,7 +148,7 @@ class Gateway:
             raise TrueFoundryConfigError(
                 f"purpose must be a non-empty string such as {DEFAULT_PURPOSE!r}, got {purpose!r}."
             )
-        if not filename or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in filename):
+        if not filename or has_control_chars(filename):
             raise TrueFoundryConfigError(
                 f"The file name {filename!r} is empty or has control characters; rename the file."
             )
@@ -202,7 +207,7 @@ def validate_job_id(job_id: Any) -> str:
         raise TrueFoundryConfigError(
             f"job_id is {len(job_id)} characters long, more than {MAX_JOB_ID_LENGTH}; {hint}."
         )
-    if job_id != job_id.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in job_id):
+    if job_id != job_id.strip() or has_control_chars(job_id):
         raise TrueFoundryConfigError(f"job_id {job_id!r} has spaces or control characters around it; {hint}.")
     if job_id in (".", ".."):
         raise TrueFoundryConfigError(f"job_id {job_id!r} is not a job id; {hint}.")

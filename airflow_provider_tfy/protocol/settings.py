@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
@@ -21,6 +22,7 @@ DEFAULT_TIMEOUT = 30.0
 # Connecting should be quick even when the gateway is slow to answer: cap it separately.
 MAX_CONNECT_TIMEOUT = 10.0
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _EXAMPLE_URL = "e.g. https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
 
 
@@ -230,6 +232,11 @@ def positive_number(value: Any, name: str, where: str) -> float:
             f"{where}: {name!r} must be a positive number of seconds, got {value!r}."
         )
     return number
+
+
+def has_control_chars(text: str) -> bool:
+    """Whether ``text`` holds a control character (CR, LF, NUL, DEL...)."""
+    return _CONTROL_CHARS.search(text) is not None
 
 
 def blank_as(value: Any, default: Any) -> Any:
