@@ -29,7 +29,7 @@ class JsonlValidator:
         self.lines = 0
         self.bad_lines: list[tuple[int, str]] = []
         self.bad_count = 0
-        self._partial = bytearray()
+        self._partial = b""
 
     @property
     def too_large(self) -> bool:
@@ -39,24 +39,16 @@ class JsonlValidator:
     def feed(self, chunk: bytes) -> None:
         """Check every complete line in ``chunk`` (with what is left of the previous chunk)."""
         self.size += len(chunk)
-        if self.too_large:
-            return
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            if self._partial:
-                self._partial += chunk[start:end]
-                self._check(bytes(self._partial))
-                self._partial.clear()
-            else:
-                self._check(chunk[start:end])
-            start = end + 1
-        self._partial += chunk[start:]
+        if not self.too_large:
+            *lines, self._partial = (self._partial + chunk).split(b"\n")
+            for line in lines:
+                self._check(line)
 
     def close(self) -> None:
         """Check the last line and raise if the file is not one JSON object a line."""
         if self._partial and not self.too_large:
-            self._check(bytes(self._partial))
-            self._partial.clear()
+            self._check(self._partial)
+            self._partial = b""
         where = f"The training file {self.name!r}"
         if self.too_large:
             raise TrueFoundryConfigError(
@@ -79,20 +71,18 @@ class JsonlValidator:
 
     def _check(self, line: bytes) -> None:
         self.lines += 1
-        problem = None
-        if not line.strip():
-            problem = "blank line"
-        else:
-            try:
-                value = json.loads(line)
-            except UnicodeDecodeError:
-                problem = "not UTF-8 text"
-            except (ValueError, RecursionError):
-                problem = "not valid JSON"
-            else:
-                if not isinstance(value, dict):
-                    problem = f"a JSON {json_type(value)}, not an object"
+        problem = "blank line" if not line.strip() else _json_object_problem(line)
         if problem is not None:
             self.bad_count += 1
             if len(self.bad_lines) < MAX_REPORTED_LINES:
                 self.bad_lines.append((self.lines, problem))
+
+
+def _json_object_problem(line: bytes) -> str | None:
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except (ValueError, RecursionError):
+        return "not valid JSON"
+    return None if isinstance(value, dict) else f"a JSON {json_type(value)}, not an object"
