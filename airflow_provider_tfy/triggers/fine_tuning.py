@@ -1,7 +1,6 @@
 """The deferred waits, polling the gateway from the triggerer's event loop.
 
-Decisions come from :mod:`..protocol` (as the hook's) and :mod:`..events` (as the sensor's);
-:mod:`.transport` moves the bytes and :mod:`.pacing` spreads the polls.
+Decisions come from :mod:`..protocol` and :mod:`..events`, as the hook's and the sensor's do.
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ _RETRY_PARAMS = ("max_retries", "retry_delay")
 
 
 class _GatewayCalls:
-    """What both triggers share: the logger, the retry policy, the headers, the gateway."""
-
     truefoundry_conn_id: str
     hook_params: dict[str, Any]
     header_args: dict[str, Any]  # those that are set, as given (never HTTP headers: no key)
@@ -63,11 +60,9 @@ class _GatewayCalls:
         return f"{type(self).__module__}.{type(self).__qualname__}", {n: getattr(self, n) for n in names}
 
     async def _gateway(self) -> protocol.Gateway:
-        host, password, extra = await transport.shared_connections.read(self.truefoundry_conn_id)
-        timeout = self.hook_params.get("timeout")
-        config = protocol.gateway_config(
-            self.truefoundry_conn_id, host=host, password=password, extra=extra, timeout=timeout
-        )
+        conn_id, timeout = self.truefoundry_conn_id, self.hook_params.get("timeout")
+        host, password, extra = await transport.shared_connections.read(conn_id)
+        config = protocol.gateway_config(conn_id, host=host, password=password, extra=extra, timeout=timeout)
         return protocol.Gateway(config)
 
 
@@ -133,8 +128,8 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         except TrueFoundryError as err:
             yield TriggerEvent(events.error_event(self.job_id, err))
             return
-        # One flat generator per wait, nothing nested kept across sleeps: a triggerer holding
-        # thousands of waits keeps fewer objects per wait for the collector to traverse.
+        # One flat generator per wait, nothing nested kept across sleeps: fewer objects per wait
+        # for a triggerer's full collections to traverse.
         looked = self.idempotency_key is None
         try:
             while True:
@@ -185,7 +180,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
         deadline: float,
         job: FineTuningJob,
     ) -> bool | None:
-        """Whether the jobs with the key must converge (``protocol.converge``); None: ask again."""
+        # Whether the jobs with the key must converge (protocol.converge); None: ask again.
         key = str(self.idempotency_key)
         metadata = {protocol.IDEMPOTENCY_METADATA_KEY: key}
         request = gw.list(protocol.LOOKUP_PAGE_SIZE, job_metadata=metadata, headers=self._headers())
@@ -200,8 +195,7 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
     async def on_kill(self) -> None:
         """Cancels the job when a user kills the deferred task, if ``cancel_on_kill`` (Airflow 3.3+).
 
-        Only for a user's action (mark failed or success, clear), never on a triggerer restart.
-        Retried within the triggerer's ``on_kill_timeout``; a failure is logged, never raised.
+        Only for a user's action, never on a triggerer restart; a failure is logged, never raised.
         """
         last = self.last_status
         if not self.cancel_on_kill or (last and status_outcome(last) is not JobOutcome.IN_PROGRESS):
@@ -377,8 +371,8 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
     async def _polls(
         self, floor: Callable[[], float | None], metadata: dict[str, str]
     ) -> AsyncIterator[tuple[list[FineTuningJob], float | None]]:
-        """Every ``poll_interval``, yields the jobs read newest first, down to ``floor()``, and
-        ``created_at`` of the last (None: the list ended). What retries cannot mend raises."""
+        # Each poll_interval: the jobs read newest first down to floor(), and the last's created_at
+        # (None: the list ended). What retries cannot mend raises.
         gw, policy, headers = await self._gateway(), self._policy(), self._headers()
         session = await transport.shared_clients.acquire(gw.config)
         try:

@@ -1,9 +1,7 @@
 """Paces the triggers' polls in one event loop, so a batch never lands in one loop iteration.
 
-A takeover starts many triggers together, and a pause of the loop (a full collection: 0.2-0.5 s)
-leaves every poll due meanwhile ready at once; unpaced, they would block the loop for the whole
-batch (``benchmarks/density.py``, start burst). :class:`FirstPollPacer` spreads first polls,
-:class:`PollGate` caps polls per tick, :class:`Wakeups` sleeps waits on one timer per loop.
+A takeover or a pause of the loop (a full collection) leaves many polls due at once: unpaced, they
+would block the loop for the whole batch (``benchmarks/density.py``, start burst).
 """
 
 from __future__ import annotations
@@ -13,9 +11,11 @@ import heapq
 import itertools
 import random
 import time
-import weakref
+from asyncio import AbstractEventLoop
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 
 class FirstPollPacer:
@@ -28,7 +28,7 @@ class FirstPollPacer:
     pace = 0.001
 
     def __init__(self) -> None:
-        self._next: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
+        self._next: WeakKeyDictionary[AbstractEventLoop, float] = WeakKeyDictionary()
 
     def delay(self, poll_interval: float, deadline: float) -> float:
         """Seconds this trigger waits before its first poll (never past the deadline)."""
@@ -53,22 +53,19 @@ class _Gate:
 class PollGate:
     """Lets at most ``per_tick`` polls of one loop start per ``tick``; the rest go next, in order.
 
-    Polls that fell due together wake cheaply, and only a few build and send a request per loop
-    iteration. A steady load never queues; a queue drains far faster than an interval fills it.
+    A steady load never queues; a queue drains far faster than an interval fills it.
     """
 
     tick = 0.001
     per_tick = 16
 
     def __init__(self) -> None:
-        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
+        self._gates: WeakKeyDictionary[AbstractEventLoop, _Gate] = WeakKeyDictionary()
 
     async def turn(self) -> None:
         """Wait until this poll may start."""
         loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            gate = self._gates[loop] = _Gate()
+        gate = self._gates.get(loop) or self._gates.setdefault(loop, _Gate())
         if gate.timer is None:  # the first poll after a quiet spell starts a tick
             gate.started = 0
             gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate)
@@ -79,7 +76,7 @@ class PollGate:
         gate.queue.append(future)
         await future  # a cancelled waiter's future stays queued: the tick skips it
 
-    def _on_tick(self, loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
+    def _on_tick(self, loop: AbstractEventLoop, gate: _Gate) -> None:
         gate.started = 0
         while gate.queue and gate.started < self.per_tick:
             future = gate.queue.popleft()
@@ -90,14 +87,12 @@ class PollGate:
         gate.timer = loop.call_later(self.tick, self._on_tick, loop, gate) if gate.started else None
 
 
+@dataclass(slots=True)
 class _Timer:
-    __slots__ = ("due", "handle", "heap", "order")
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[float, int, asyncio.Future[None]]] = []
-        self.order = itertools.count()  # ties wake in the order they slept
-        self.handle: asyncio.TimerHandle | None = None
-        self.due = 0.0
+    heap: list[tuple[float, int, asyncio.Future[None]]] = field(default_factory=list)
+    order: Iterator[int] = field(default_factory=itertools.count)  # ties wake in the order they slept
+    handle: asyncio.TimerHandle | None = None
+    due: float = 0.0
 
 
 class Wakeups:
@@ -108,9 +103,7 @@ class Wakeups:
     """
 
     def __init__(self) -> None:
-        self._timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timer] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._timers: WeakKeyDictionary[AbstractEventLoop, _Timer] = WeakKeyDictionary()
 
     def after(self, seconds: float) -> asyncio.Future[None]:
         """A future that completes ``seconds`` from now (at once if ``seconds <= 0``)."""
@@ -119,22 +112,20 @@ class Wakeups:
         if seconds <= 0:
             future.set_result(None)
             return future
-        timer = self._timers.get(loop)
-        if timer is None:
-            timer = self._timers[loop] = _Timer()
+        timer = self._timers.get(loop) or self._timers.setdefault(loop, _Timer())
         due = loop.time() + seconds
         heapq.heappush(timer.heap, (due, next(timer.order), future))
         if timer.handle is None or due < timer.due:
             self._arm(loop, timer, due)
         return future
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, timer: _Timer, due: float) -> None:
+    def _arm(self, loop: AbstractEventLoop, timer: _Timer, due: float) -> None:
         if timer.handle is not None:
             timer.handle.cancel()
         timer.due = due
         timer.handle = loop.call_at(due, self._fire, loop, timer)
 
-    def _fire(self, loop: asyncio.AbstractEventLoop, timer: _Timer) -> None:
+    def _fire(self, loop: AbstractEventLoop, timer: _Timer) -> None:
         timer.handle = None
         now = max(loop.time(), timer.due)  # the loop may run a timer a hair early (clock resolution)
         heap = timer.heap

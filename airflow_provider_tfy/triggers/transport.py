@@ -1,7 +1,7 @@
 """The triggers' transport: connection reads and aiohttp sessions shared per loop, one retry loop.
 
-aiohttp, not httpx: httpcore's pool scans every connection per request (10-40 ms of CPU per poll
-with a few hundred pooled), aiohttp's stays under 1 ms (``benchmarks/``).
+aiohttp, not httpx: httpcore's pool costs 10-40 ms of CPU per poll with a few hundred connections
+pooled, aiohttp's under 1 ms (``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import contextlib
 import functools
 import ssl
 import urllib.request
-import weakref
+from asyncio import AbstractEventLoop
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 import aiohttp
 import tenacity
@@ -43,9 +44,8 @@ class SharedConnectionReads:
     """
 
     def __init__(self) -> None:
-        self._reads: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, asyncio.Future[ConnectionFields]]
-        ] = weakref.WeakKeyDictionary()
+        self._reads: WeakKeyDictionary[AbstractEventLoop, dict[str, asyncio.Future[ConnectionFields]]]
+        self._reads = WeakKeyDictionary()
 
     async def read(self, conn_id: str) -> ConnectionFields:
         """The connection's fields, from the read in flight if there is one."""
@@ -67,14 +67,13 @@ async def send(session: aiohttp.ClientSession, request: protocol.Request[Any]) -
         async with session.request(
             request.method, request.url, headers=request.headers, timeout=timeout, allow_redirects=False
         ) as response:
-            chunks, size = [], 0  # read to the end, stopping once past the cap, as the hook does
+            body = bytearray()  # read to the end, stopping once past the cap, as the hook does
             async for chunk in response.content.iter_any():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > protocol.MAX_BODY_BYTES:
+                body += chunk
+                if len(body) > protocol.MAX_BODY_BYTES:
                     raise protocol.body_too_large(request)
             headers = {k.lower(): v for k, v in response.headers.items()}
-            return protocol.Answer(response.status, headers, b"".join(chunks))
+            return protocol.Answer(response.status, headers, bytes(body))
     except aiohttp.ClientSSLError as err:
         raise protocol.tls_error(request, f"{type(err).__name__}: {err}") from None
     except TimeoutError as err:  # aiohttp's timeouts subclass it
@@ -96,7 +95,7 @@ async def call(
 ) -> T:
     """Sends ``request`` and reads its answer, retried by ``policy``, never sleeping past ``deadline``.
 
-    ``warn(error, seconds)`` is told of each failed try that is retried.
+    :param warn: ``warn(error, seconds)`` is told of each failed try that is retried.
     """
     loop = _retry_loop(policy, request.safe_to_repeat)
     return await loop(_exchange, session, gw, request, deadline=deadline, warn=warn)
@@ -104,9 +103,9 @@ async def call(
 
 @functools.cache
 def _retry_loop(policy: protocol.RetryPolicy, safe_to_repeat: bool) -> tenacity.AsyncRetrying:
-    # One loop per policy, shared by every wait, each call bringing its deadline and warning: a
-    # poll in flight then holds 4 objects of tenacity's, not the 40 of a loop built per call,
-    # which outlived young collections and fed the triggerer's full ones.
+    # One loop per policy, shared by every wait, each call bringing its deadline and warning: a poll
+    # in flight then holds 4 objects of tenacity's, not the 40 of a loop built per call (which
+    # outlived young collections and fed the triggerer's full ones).
     def warn(state: tenacity.RetryCallState) -> None:
         if state.kwargs["warn"] is not None and state.outcome is not None:
             state.kwargs["warn"](state.outcome.exception() or Exception(), state.upcoming_sleep)
@@ -131,26 +130,19 @@ class _Pool:
 class SharedClients:
     """Shares one aiohttp session per gateway origin and TLS setting among a loop's triggers.
 
-    The key is a per-request header, never connection state, so sharing cannot mix up
-    credentials. A pool closes when its last trigger finishes.
+    The key is a per-request header, never connection state, so sharing cannot mix credentials up.
     """
 
     max_connections = 256
 
     def __init__(self) -> None:
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], _Pool]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._pools: WeakKeyDictionary[AbstractEventLoop, dict[tuple[str, str], _Pool]] = WeakKeyDictionary()
 
     async def acquire(self, config: protocol.GatewayConfig) -> aiohttp.ClientSession:
         """Borrows the loop's session for ``config``'s gateway; :meth:`release` it when done."""
-        pools, key = (
-            self._pools.setdefault(asyncio.get_running_loop(), {}),
-            (config.origin, repr(config.verify)),
-        )
-        pool = pools.get(key)
-        if pool is None:
-            pool = pools[key] = _Pool(asyncio.ensure_future(self._open(config)))
+        pools = self._pools.setdefault(asyncio.get_running_loop(), {})
+        key = (config.origin, repr(config.verify))
+        pool = pools.get(key) or pools.setdefault(key, _Pool(asyncio.ensure_future(self._open(config))))
         pool.users += 1
         try:
             return await asyncio.shield(pool.session)
