@@ -1,7 +1,5 @@
-"""An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
-
-Airflow 3.3.2's button posts ``port: 0`` for a connection without a port, and the API refuses
-the test (apache/airflow#73298): this middleware drops it for ``truefoundry`` connections.
+"""An Airflow plugin: Airflow 3.3.2's Test button posts ``port: 0`` for our port-less connections, which
+the API refuses (apache/airflow#73298); this middleware drops it for ``truefoundry`` connections.
 """
 
 from __future__ import annotations

@@ -38,11 +38,8 @@ TASK_STATE_KEY = "truefoundry_fine_tuning_job_id"
 class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     """Start a fine-tuning job (exactly one per task and inputs) and, by default, wait for it.
 
-    The job's idempotency key (in its metadata) hashes the task instance (not the try) and the
-    inputs: a retry or a lost answer reattaches to the job, a clear after success returns it at
-    once, changed inputs or a failed job start a new one; overlapping tries converge on one job.
-    XCom ``job_id`` is pushed as soon as the job exists; the wait is the sensor's (the return value
-    is the succeeded job); after ``wait_timeout`` the task fails and the job is left running.
+    A retry, a lost answer or a clear reattaches to the job; changed inputs or a failed job start a
+    new one. XCom ``job_id`` is pushed once the job exists; the return value is the succeeded job.
 
     :param model: the base model to fine-tune (templated).
     :param training_file: the training file id, e.g. an upload task's ``.output`` (templated).
@@ -183,8 +180,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     def idempotency_key(self, context: Context) -> str:
         """Return the key that makes one job per task and inputs (56 characters, in the job's metadata).
 
-        It hashes the DAG, task, run and map index (and the try, without ``reuse_existing_job``),
-        the rendered create arguments and the account headers in effect.
+        It hashes the task instance (and the try, without ``reuse_existing_job``), the rendered create
+        arguments and the account headers in effect.
         """
         from airflow_provider_tfy.protocol import Headers
 
@@ -225,9 +222,7 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     def on_kill(self) -> None:
         """Cancel the job only when Airflow confirms a person ended this try (``cancel_on_kill``).
 
-        Airflow calls this on every SIGTERM: only a task instance the server holds as failed,
-        success, skipped or restarting cancels the job; anything else, or no answer, leaves it
-        running for the next try, with one log line saying why (see :mod:`._interruption`).
+        Anything else (shutdowns, lost heartbeats, no answer) leaves it running, with one log line why.
         """
         job_id = self._job_id
         if not self.cancel_on_kill or job_id is None or self._job_ended():
