@@ -134,11 +134,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             key = self.idempotency_key(context) if look else None  # with a key, it converges first
             trigger = self.wait_trigger(job.id, wait, self.poll_interval, self.cancel_on_kill, key)
             # A backstop should no triggerer run: the trigger's own deadline comes first.
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=timedelta(seconds=wait + max(60.0, 2 * self.poll_interval)),
-            )
+            backstop = timedelta(seconds=wait + max(60.0, 2 * self.poll_interval))
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
         deadline, pause = time.monotonic() + wait, self.poll_interval
         while True:
             # Never sleep past the deadline: the last poll happens at it, not after it.
@@ -243,10 +240,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             self.hook.cancel_fine_tuning_job(job_id, **self.header_overrides)
             count(JobMetric.CANCELLED_ON_KILL)
         except Exception as err:  # on_kill must not raise: the kill's own reason is what counts
-            msg = (
-                "Could not cancel fine-tuning job %s after the task was killed: %s. Cancel it at the gateway"
-            )
-            self.log.warning(msg + " if it should not run on.", job_id, err)
+            msg = "Could not cancel fine-tuning job %s after the task was killed: %s."
+            self.log.warning(msg + " Cancel it at the gateway if it should not run on.", job_id, err)
 
     def _job_ended(self) -> bool:
         status = self._last_status
