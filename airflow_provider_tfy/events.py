@@ -1,8 +1,4 @@
-"""The trigger's events (JSON-safe: they cross the metadata database) and what a task makes of them.
-
-Both directions live side by side: an error turned into an event and back is the exception a
-wait in the worker would have raised.
-"""
+"""The trigger's events (JSON-safe: they cross the metadata DB), and the exceptions they turn back into."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Exceptions raised by the provider (never carrying the API key).
-
-Errors no retry can mend are ``AirflowFailException``s: the task fails without spending retries.
-"""
+"""Every error the provider raises (never with the API key); ``AirflowFailException``s skip retries."""
 
 from __future__ import annotations
 
@@ -42,10 +39,7 @@ class FineTuningJobNotFound(TrueFoundryAPIError, AirflowFailException):
 
 
 class TrueFoundryConnectionError(TrueFoundryError):
-    """The gateway could not be reached or did not answer in time (retryable, but for TLS).
-
-    ``request_sent`` is false only when the request certainly never reached the gateway.
-    """
+    """The gateway was unreachable or slow (retryable, but for TLS); ``request_sent``: maybe reached it."""
 
     retryable = True
 

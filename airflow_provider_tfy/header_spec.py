@@ -1,7 +1,4 @@
-"""The ``x-tfy-*`` header arguments, declared once for tasks, hook, triggers and the connection form.
-
-Imports nothing: the provider's metadata and DAG parsing read it without Airflow or the protocol.
-"""
+"""The ``x-tfy-*`` header arguments, declared once (imports nothing: metadata and DAG parsing read it)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""What a fine-tuning task read and made: OpenLineage facets and asset-event extras.
-
-OpenLineage stays optional (the ``openlineage`` extra): it is imported only when its listener asks.
-"""
+"""What a fine-tuning task read and made: OpenLineage facets (imported only when asked) and asset extras."""
 
 from __future__ import annotations
 
@@ -29,16 +26,11 @@ def asset_extra(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_job(task: Any, context: Any, job: dict[str, Any]) -> None:
-    """Remember the job a task ended with, for its lineage, and put it into its asset events."""
+    """Remember the job a task ended with, for its lineage; put :func:`asset_extra` into its asset events."""
     task.truefoundry_job = job
-    annotate_outlet_events(context, list(getattr(task, "outlets", None) or ()), job)
-
-
-def annotate_outlet_events(context: Any, outlets: list[Any], job: dict[str, Any]) -> None:
-    """Put :func:`asset_extra` into the event of each outlet asset (not aliases: they need an asset)."""
     events = context.get("outlet_events")
-    for outlet in outlets if events is not None else ():
-        if hasattr(outlet, "uri") and not type(outlet).__name__.endswith("Alias"):
+    for outlet in (getattr(task, "outlets", None) or ()) if events is not None else ():
+        if hasattr(outlet, "uri") and not type(outlet).__name__.endswith("Alias"):  # an alias needs an asset
             events[outlet].extra.update(asset_extra(job))
 
 
@@ -52,7 +44,8 @@ def operator_lineage(
 ) -> OperatorLineage:
     """Build a fine-tuning task's lineage: files in, fine-tuned model out, and the job's run facet.
 
-    ``job`` is the task's XCom; the other arguments are used where it does not say.
+    :param base_url: the gateway's base URL, for the namespace.
+    :param job: the task's XCom; the other arguments are used where it does not say.
     """
     from airflow.providers.common.compat.openlineage.facet import Dataset
     from airflow.providers.openlineage.extractors import OperatorLineage

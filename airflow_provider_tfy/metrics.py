@@ -1,7 +1,4 @@
-"""Airflow metrics for what the provider did with a fine-tuning job, all under ``truefoundry.``.
-
-Counters go through Airflow's own ``Stats``, so they land wherever ``[metrics]`` sends Airflow's.
-"""
+"""Counters of what the provider did with a fine-tuning job, through Airflow's ``Stats`` (``[metrics]``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""The fine-tuning job and the uploaded file as the gateway reports them, and the status policy.
-
-Pure data and functions (no I/O, no Airflow): every wait decides through :func:`status_outcome`.
-"""
+"""The fine-tuning job and the uploaded file as the gateway reports them, and what a status means."""
 
 from __future__ import annotations
 
@@ -45,8 +42,7 @@ _warned_unknown: set[str] = set()
 def status_outcome(status: str) -> JobOutcome:
     """Map a status to an outcome: only ``succeeded``, ``failed`` and ``cancelled`` end a wait.
 
-    Anything else, even a status the gateway adds later, keeps waiting: a pipeline must not deploy
-    a model that does not exist yet. An unknown value is logged once per process.
+    Anything else, even a status added later (logged once per process), waits: no model exists yet.
     """
     if status not in _KNOWN and status not in _warned_unknown:
         _warned_unknown.add(status)

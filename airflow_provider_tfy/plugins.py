@@ -1,7 +1,5 @@
-"""An Airflow plugin that lets the Connections UI's Test button work for our hidden port.
-
-Airflow 3.3.2's button posts ``port: 0`` for a connection without a port, and the API refuses
-the test (apache/airflow#73298): this middleware drops it for ``truefoundry`` connections.
+"""An Airflow plugin: Airflow 3.3.2's Test button posts ``port: 0`` for our port-less connections, which
+the API refuses (apache/airflow#73298); this middleware drops it for ``truefoundry`` connections.
 """
 
 from __future__ import annotations
@@ -50,25 +48,22 @@ class TestConnectionPortFix:
         if (scope.get("type"), scope.get("method")) != ("http", "POST") or not path.endswith(TEST_PATH):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size, more = 0, True
+        body, more = bytearray(), True
         ending: Message | None = None  # a disconnect that stopped the read, handed on after the body
-        while more and size <= MAX_BODY:
+        while more and len(body) <= MAX_BODY:
             message = await receive()
             if message.get("type") != "http.request":
                 ending = message
                 break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
+            body += message.get("body", b"")
             more = bool(message.get("more_body"))
-        body = b"".join(chunks)
         # A body still streaming in, or too large, is not a connection test: pass it on untouched.
-        fixed = None if more or size > MAX_BODY or ending else drop_port_zero(body)
+        fixed = None if more or len(body) > MAX_BODY or ending else drop_port_zero(bytes(body))
         if fixed is not None:
-            body = fixed
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
-            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(fixed)).encode())]}
+        replayed = bytes(body) if fixed is None else fixed
+        pending: list[Message] = [{"type": "http.request", "body": replayed, "more_body": more}]
         pending += [ending] if ending else []
 
         async def replay() -> Message:

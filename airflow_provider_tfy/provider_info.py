@@ -1,8 +1,4 @@
-"""The provider's metadata: what Airflow's provider manager and Connections UI read.
-
-On Airflow 3.2+ the Connections form is rendered only from ``conn-fields`` and
-``ui-field-behaviour`` below; the hook's Python form methods serve older versions.
-"""
+"""The provider's metadata: what Airflow's provider manager and Connections UI (only this on 3.2+) read."""
 
 from __future__ import annotations
 
@@ -17,8 +13,6 @@ HOOK_CLASS = "airflow_provider_tfy.hooks.truefoundry.TrueFoundryHook"
 
 HOST_LABEL = "Gateway base URL"
 PASSWORD_LABEL = "API key"
-HOST_PLACEHOLDER = "https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
-PASSWORD_PLACEHOLDER = "TrueFoundry personal access token or virtual-account token"
 
 # One source for the extra fields: the declarative form (Airflow 3.2+) and the wtforms widgets
 # (Airflow 2.11-3.1) are both derived from it, so the two UIs can never disagree.
@@ -43,17 +37,13 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
 
 
 def ui_field_behaviour() -> dict[str, Any]:
-    """Hide login, port and schema; relabel host and password (the hook's snake_case form).
-
-    The port is part of the base URL; :mod:`airflow_provider_tfy.plugins` mends Airflow 3.3.2's
-    Test button for hidden ports.
-    """
+    """Hide login, port (part of the base URL) and schema; relabel host and password (snake_case keys)."""
     return {
         "hidden_fields": ["login", "port", "schema"],
         "relabeling": {"host": HOST_LABEL, "password": PASSWORD_LABEL},
         "placeholders": {
-            "host": HOST_PLACEHOLDER,
-            "password": PASSWORD_PLACEHOLDER,
+            "host": "https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm",
+            "password": "TrueFoundry personal access token or virtual-account token",
             **{name: spec["placeholder"] for name, spec in EXTRA_FIELDS.items()},
         },
     }
@@ -70,6 +60,10 @@ def _modules(*names: str) -> list[dict[str, Any]]:
 def provider_info() -> dict[str, Any]:
     """Build the dict that ``get_provider_info()`` returns."""
     behaviour = {k.replace("_", "-"): v for k, v in ui_field_behaviour().items()}  # kebab-case here
+    conn_fields = {
+        name: {"label": spec["label"], "description": spec["description"], "schema": _schema(spec)}
+        for name, spec in EXTRA_FIELDS.items()
+    }
     return {
         "package-name": "airflow-provider-tfy",
         "name": "TrueFoundry",
@@ -93,14 +87,7 @@ def provider_info() -> dict[str, Any]:
                 "hook-class-name": HOOK_CLASS,
                 "hook-name": HOOK_NAME,
                 "ui-field-behaviour": behaviour,
-                "conn-fields": {
-                    name: {
-                        "label": spec["label"],
-                        "description": spec["description"],
-                        "schema": _schema(spec),
-                    }
-                    for name, spec in EXTRA_FIELDS.items()
-                },
+                "conn-fields": conn_fields,
             }
         ],
     }

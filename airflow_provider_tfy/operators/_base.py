@@ -1,7 +1,4 @@
-"""What every TrueFoundry task takes: the connection, the header arguments and ``hook_params``.
-
-Imported when DAG files are parsed: the hook is imported only when a task runs.
-"""
+"""What every TrueFoundry task takes: the connection, the header arguments and ``hook_params``."""
 
 from __future__ import annotations
 
@@ -56,8 +53,7 @@ class TrueFoundryBaseOperator(BaseOperator):
     ) -> None:
         headers = {name: kwargs.pop(name, None) for name in HEADER_FIELDS}
         super().__init__(**kwargs)
-        unknown = set(hook_params or {}) - HOOK_PARAMS
-        if unknown:
+        if unknown := set(hook_params or {}) - HOOK_PARAMS:
             raise ValueError(
                 f"hook_params has unknown keys {sorted(unknown)}; it takes {sorted(HOOK_PARAMS)} "
                 "(Airflow's retries and timeouts are the task's own arguments, not the hook's)."

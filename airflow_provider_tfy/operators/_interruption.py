@@ -1,9 +1,4 @@
-"""Why ``on_kill`` was called: a person's decision about this try, or something else.
-
-Airflow calls ``on_kill`` on every SIGTERM, and most are no decision about the job (a worker or
-pod shutdown, lost heartbeats, a replaced try). :func:`kill_verdict` decides from the task
-instance's state on Airflow's server, which :func:`ask_airflow` asks for.
-"""
+"""Why ``on_kill`` (called on every SIGTERM) was called: a person's decision about this try, or not."""
 
 from __future__ import annotations
 
@@ -12,8 +7,6 @@ from typing import NamedTuple
 
 # What a person's mark (or a DAG run's end) or clear leaves on a try that still runs.
 ENDED_BY_DECISION = frozenset({"failed", "success", "skipped", "restarting"})
-# The supervisor sends SIGKILL 5 s after its SIGTERM: the answer must leave time for the cancel.
-ASK_TIMEOUT = 2.0
 
 
 class TryIdentity(NamedTuple):
@@ -61,11 +54,11 @@ def kill_verdict(answer: Answer, *, timed_out: bool) -> Verdict:
     return Verdict(False, f"Airflow moved on to another try (the task instance is now {state}); {leave}")
 
 
-def ask_airflow(ti: TryIdentity, timeout: float = ASK_TIMEOUT) -> Answer:
+# The supervisor sends SIGKILL 5 s after its SIGTERM: the answer must leave time for the cancel.
+def ask_airflow(ti: TryIdentity, timeout: float = 2.0) -> Answer:
     """Ask the server for the task instance's state now, waiting at most ``timeout`` seconds.
 
-    From a thread: in the SIGTERM handler the main thread may hold the supervisor's comms lock, and
-    the supervisor retries longer than SIGKILL waits. No answer in time leaves the job running.
+    From a thread: in the SIGTERM handler the main thread may hold the supervisor's comms lock.
     """
     answers: list[Answer] = []
 
@@ -95,18 +88,15 @@ def _ask(ti: TryIdentity) -> Answer:
         run = states.get(ti.run_id) or {}
         if key not in run:
             return Answer(error="the server has no such task instance")
-        return Answer(state=_text(run[key]))
-    # Airflow 2: the task process has the metadata DB; this thread gets its own session.
-    from airflow.models.taskinstance import TaskInstance
+        state, same_try = run[key], None
+    else:  # Airflow 2: the task process has the metadata DB; this thread gets its own session.
+        from airflow.models.taskinstance import TaskInstance
 
-    row = TaskInstance.get_task_instance(
-        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index
-    )
-    if row is None:
-        return Answer(error="the metadata DB has no such task instance")
-    return Answer(state=_text(row.state), same_try=row.try_number == ti.try_number)
-
-
-def _text(state: object) -> str | None:
+        row = TaskInstance.get_task_instance(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index
+        )
+        if row is None:
+            return Answer(error="the metadata DB has no such task instance")
+        state, same_try = row.state, row.try_number == ti.try_number
     # A TaskInstanceState is a str enum, but hashes by its name: compare its value.
-    return None if state is None else str(getattr(state, "value", state))
+    return Answer(state=None if state is None else str(getattr(state, "value", state)), same_try=same_try)

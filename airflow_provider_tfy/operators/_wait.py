@@ -43,26 +43,21 @@ def positive_seconds(value: timedelta | float, name: str, owner: str) -> float:
 
 
 class JobWaitOperator(TrueFoundryBaseOperator):
-    """Base of the tasks that wait on a job: poll it, defer on it, finish from the trigger's event.
-
-    The sensor's and the create operator's waits, in a worker or deferred, all decide through
-    :func:`job_result`.
-    """
+    """Base of the tasks that wait on a job: poll it, defer on it, finish from the trigger's event."""
 
     _last_status: str | None = None
 
     def poll_job(self, job_id: str, poll_interval: float = 0.0) -> tuple[FineTuningJob | None, float]:
         """Read the job once: ``(job, poll_interval)``, or ``(None, seconds to wait)`` after trouble.
 
-        Trouble the hook's retries could not mend but a later poll may is logged: one bad minute
-        must not fail an hours-long wait. Errors no retry can mend raise.
+        Trouble a later poll may mend is only logged: one bad minute must not fail an hours-long wait.
         """
         from airflow_provider_tfy.protocol import wait_after_failed_poll
 
         try:
             job = self.hook.get_fine_tuning_job(job_id, **self.header_overrides)
         except TrueFoundryError as err:
-            wait = wait_after_failed_poll(err, poll_interval)
+            wait = wait_after_failed_poll(err, poll_interval)  # raises what no retry can mend
             self.log.warning("Could not read fine-tuning job %r, will try again: %s", job_id, err)
             return None, wait
         self.log_progress(job)

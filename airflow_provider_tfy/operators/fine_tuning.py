@@ -38,11 +38,8 @@ TASK_STATE_KEY = "truefoundry_fine_tuning_job_id"
 class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     """Start a fine-tuning job (exactly one per task and inputs) and, by default, wait for it.
 
-    The job's idempotency key (in its metadata) hashes the task instance (not the try) and the
-    inputs: a retry or a lost answer reattaches to the job, a clear after success returns it at
-    once, changed inputs or a failed job start a new one; overlapping tries converge on one job.
-    XCom ``job_id`` is pushed as soon as the job exists; the wait is the sensor's (the return value
-    is the succeeded job); after ``wait_timeout`` the task fails and the job is left running.
+    A retry, a lost answer or a clear reattaches to the job; changed inputs or a failed job start a
+    new one. XCom ``job_id`` is pushed once the job exists; the return value is the succeeded job.
 
     :param model: the base model to fine-tune (templated).
     :param training_file: the training file id, e.g. an upload task's ``.output`` (templated).
@@ -137,11 +134,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             key = self.idempotency_key(context) if look else None  # with a key, it converges first
             trigger = self.wait_trigger(job.id, wait, self.poll_interval, self.cancel_on_kill, key)
             # A backstop should no triggerer run: the trigger's own deadline comes first.
-            self.defer(
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=timedelta(seconds=wait + max(60.0, 2 * self.poll_interval)),
-            )
+            backstop = timedelta(seconds=wait + max(60.0, 2 * self.poll_interval))
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
         deadline, pause = time.monotonic() + wait, self.poll_interval
         while True:
             # Never sleep past the deadline: the last poll happens at it, not after it.
@@ -183,8 +177,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     def idempotency_key(self, context: Context) -> str:
         """Return the key that makes one job per task and inputs (56 characters, in the job's metadata).
 
-        It hashes the DAG, task, run and map index (and the try, without ``reuse_existing_job``),
-        the rendered create arguments and the account headers in effect.
+        It hashes the task instance (and the try, without ``reuse_existing_job``), the rendered create
+        arguments and the account headers in effect.
         """
         from airflow_provider_tfy.protocol import Headers
 
@@ -225,9 +219,7 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
     def on_kill(self) -> None:
         """Cancel the job only when Airflow confirms a person ended this try (``cancel_on_kill``).
 
-        Airflow calls this on every SIGTERM: only a task instance the server holds as failed,
-        success, skipped or restarting cancels the job; anything else, or no answer, leaves it
-        running for the next try, with one log line saying why (see :mod:`._interruption`).
+        Anything else (shutdowns, lost heartbeats, no answer) leaves it running, with one log line why.
         """
         job_id = self._job_id
         if not self.cancel_on_kill or job_id is None or self._job_ended():
@@ -248,10 +240,8 @@ class TrueFoundryCreateFineTuningJobOperator(JobWaitOperator):
             self.hook.cancel_fine_tuning_job(job_id, **self.header_overrides)
             count(JobMetric.CANCELLED_ON_KILL)
         except Exception as err:  # on_kill must not raise: the kill's own reason is what counts
-            msg = (
-                "Could not cancel fine-tuning job %s after the task was killed: %s. Cancel it at the gateway"
-            )
-            self.log.warning(msg + " if it should not run on.", job_id, err)
+            msg = "Could not cancel fine-tuning job %s after the task was killed: %s."
+            self.log.warning(msg + " Cancel it at the gateway if it should not run on.", job_id, err)
 
     def _job_ended(self) -> bool:
         status = self._last_status

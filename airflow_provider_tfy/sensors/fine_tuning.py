@@ -32,9 +32,8 @@ class TrueFoundryFineTuningJobSensor(JobWaitOperator, BaseSensorOperator):
 
     :param job_id: the fine-tuning job id (templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param start_from_trigger: with ``deferrable=True``, start the task in the triggerer, without a
-        worker (Airflow 2.10-3.0 and 3.3+; 3.3+ renders the templated fields there, older lines
-        take literal values only). Raises here where Airflow cannot honour it.
+    :param start_from_trigger: with ``deferrable=True``, start the task in the triggerer, without a worker
+        (Airflow 3.3+; 2.10-3.0 with literal values only); raises where Airflow cannot honour it.
     """
 
     template_fields: Sequence[str] = ("job_id", *HEADER_FIELDS)
@@ -52,10 +51,8 @@ class TrueFoundryFineTuningJobSensor(JobWaitOperator, BaseSensorOperator):
         self.job_id = job_id
         self.deferrable = deferrable
         self._retry_after = 0.0  # seconds the gateway asked us to wait before the next call
-        if start_from_trigger:
-            self._start_in_triggerer()
-
-    def _start_in_triggerer(self) -> None:
+        if not start_from_trigger:
+            return
         # At parse time: where Airflow would run the task in a worker or not render it, the DAG must not load.
         name = f"{type(self).__name__} {self.task_id!r}: start_from_trigger"
         if not self.deferrable:
@@ -119,7 +116,5 @@ class TrueFoundryFineTuningJobSensor(JobWaitOperator, BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Finish a deferred wait: same XCom and same exceptions as poke mode."""
         message = f"Timed out waiting for job {self.job_id!r}."
-        xcom = self.result_from_event(
-            event, lambda event: AirflowSensorTimeout(event.get("message") or message)
-        )
+        xcom = self.result_from_event(event, lambda e: AirflowSensorTimeout(e.get("message") or message))
         return None if xcom is None else self._done(context, xcom)
