@@ -1,8 +1,15 @@
-"""The ``x-tfy-*`` header arguments, declared once (imports nothing: metadata and DAG parsing read it)."""
+"""The arguments declared once: the ``x-tfy-*`` headers and the create fields.
 
-from __future__ import annotations
+Imports nothing of Airflow or the provider: its metadata and DAG parsing read it. (No postponed
+annotations here: ``CreateArgs`` must tell its required keys at run time.)
+"""
 
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Required, TypedDict, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -77,3 +84,48 @@ HEADER_NAMES = {spec.name: spec.header for spec in HEADERS}
 def param_lines(suffix: str = "", indent: str = "    ") -> str:
     """The header arguments' ``:param`` lines, appended to the docstrings of what takes them."""
     return "".join(f"\n{indent}:param {s.name}: ``{s.header}``, {s.doc}{suffix}." for s in HEADERS)
+
+
+class CreateArgs(TypedDict, total=False):
+    """The create arguments: the gateway's body fields (``job_metadata`` is the job's own
+    ``metadata``). The hook's and ``create_body``'s keyword parameters and the create operator's
+    templated fields derive from this one declaration."""
+
+    model: Required[str]
+    training_file: Required[str]
+    validation_file: str | None
+    method: dict[str, Any] | None
+    hyperparameters: dict[str, Any] | None
+    suffix: str | None
+    seed: int | None
+    integrations: list[dict[str, Any]] | None
+    job_metadata: dict[str, str] | None
+
+
+CREATE_FIELDS: tuple[str, ...] = tuple(CreateArgs.__annotations__)
+
+
+def with_keywords(names: Iterable[str], *, before: str | None = None) -> Callable[[F], F]:
+    """Give a function that takes ``**kwargs`` these keyword-only parameters in its signature,
+    before the parameter ``before`` (None: before ``**kwargs``), so that ``inspect``, ``help()``
+    and Airflow (which reads an operator's ``__init__`` for ``default_args``) see them. Those
+    that :class:`CreateArgs` requires have no default; the others default to None."""
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        params = list(signature.parameters.values())
+        at = next(
+            i
+            for i, p in enumerate(params)
+            if p.name == before or (before is None and p.kind is p.VAR_KEYWORD)
+        )
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+            if name in CreateArgs.__required_keys__
+            else inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+            for name in names
+        ]
+        func.__signature__ = signature.replace(parameters=[*params[:at], *added, *params[at:]])  # type: ignore[attr-defined]
+        return func
+
+    return decorate

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_tfy.header_spec import HEADER_NAMES, param_lines
+from airflow_provider_tfy.header_spec import HEADER_NAMES, param_lines, with_keywords
 
 if TYPE_CHECKING:
     from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
@@ -24,15 +23,6 @@ SHARED_PARAMS = (
 )
 
 
-def _with_header_params(init: Callable[..., None]) -> Callable[..., None]:
-    # Airflow reads the signature to apply default_args and check expand()'s names.
-    signature = inspect.signature(init)
-    *params, kwargs = signature.parameters.values()
-    headers = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in HEADER_FIELDS]
-    init.__signature__ = signature.replace(parameters=[*params, *headers, kwargs])  # type: ignore[attr-defined]
-    return init
-
-
 class TrueFoundryBaseOperator(BaseOperator):
     """Base of the TrueFoundry sensor and operators: connection, header arguments, HTTP settings."""
 
@@ -43,7 +33,7 @@ class TrueFoundryBaseOperator(BaseOperator):
         if cls.__doc__ and ":param truefoundry_conn_id:" not in cls.__doc__:
             cls.__doc__ = cls.__doc__.rstrip() + SHARED_PARAMS + "\n"
 
-    @_with_header_params
+    @with_keywords(HEADER_FIELDS)  # Airflow reads the signature for default_args and expand()
     def __init__(
         self,
         *,

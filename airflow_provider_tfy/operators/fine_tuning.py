@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowTaskTimeout, conf
 
 from airflow_provider_tfy.exceptions import FineTuningJobWaitTimeout, TrueFoundryError
-from airflow_provider_tfy.header_spec import HEADERS
+from airflow_provider_tfy.header_spec import CREATE_FIELDS, HEADERS
 from airflow_provider_tfy.metrics import JobMetric, count
 from airflow_provider_tfy.models import JobOutcome, status_outcome
 from airflow_provider_tfy.operators._base import HEADER_FIELDS
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_tfy.models import FineTuningJob
 
-# The request fields that make a job what it is: a change in any of them is a new job.
-CREATE_FIELDS: tuple[str, ...] = tuple(
-    "model training_file validation_file method hyperparameters suffix seed integrations job_metadata".split()  # noqa: SIM905
-)
 # The headers that choose the provider account the job runs (and is billed) under.
 ACCOUNT_HEADERS: tuple[str, ...] = tuple(spec.name for spec in HEADERS if spec.account)
 # Where Airflow 3.3+ keeps the job id between tries, beside the key in the job's metadata.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
+from airflow_provider_tfy.header_spec import CREATE_FIELDS, CreateArgs, with_keywords
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome
 from airflow_provider_tfy.protocol.answers import json_type
 from airflow_provider_tfy.protocol.settings import has_control_chars
@@ -44,48 +45,45 @@ def validate_idempotency_key(key: Any) -> str | None:
     return key
 
 
-def create_body(
-    *,
-    model: Any,
-    training_file: Any,
-    validation_file: Any = None,
-    method: Any = None,
-    hyperparameters: Any = None,
-    suffix: Any = None,
-    seed: Any = None,
-    integrations: Any = None,
-    job_metadata: Any = None,
-    idempotency_key: Any = None,
-) -> dict[str, Any]:
+@with_keywords(CREATE_FIELDS, before="idempotency_key")
+def create_body(*, idempotency_key: Any = None, **arguments: Unpack[CreateArgs]) -> dict[str, Any]:
     """Check the create arguments and return the JSON body; every problem is named before any request."""
+    unknown = sorted(set(arguments) - set(CREATE_FIELDS))
+    if unknown:
+        raise TypeError(f"create_body() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
     key = validate_idempotency_key(idempotency_key)
+    given: dict[str, Any] = {name: value for name, value in arguments.items() if value is not None}
     body: dict[str, Any] = {
-        "model": _text(model, "model", "the base model, e.g. 'gpt-4o-mini-2024-07-18'"),
-        "training_file": _text(training_file, "training_file", "an uploaded file's id, e.g. 'file-abc123'"),
+        "model": _text(given.get("model"), "model", "the base model, e.g. 'gpt-4o-mini-2024-07-18'"),
+        "training_file": _text(
+            given.get("training_file"), "training_file", "an uploaded file's id, e.g. 'file-abc123'"
+        ),
     }
-    if validation_file is not None:
-        body["validation_file"] = _text(validation_file, "validation_file", "an uploaded file's id")
-    for name, value in (("method", method), ("hyperparameters", hyperparameters)):
-        if value is not None:
-            if not isinstance(value, Mapping):
-                raise _bad_arg(f"{name} must be a dict (a JSON object), got {type(value).__name__}")
-            body[name] = _json_safe(value, name, 0)
-    if suffix is not None:
+    if "validation_file" in given:
+        body["validation_file"] = _text(given["validation_file"], "validation_file", "an uploaded file's id")
+    for name in ("method", "hyperparameters"):
+        if name in given:
+            if not isinstance(given[name], Mapping):
+                raise _bad_arg(f"{name} must be a dict (a JSON object), got {type(given[name]).__name__}")
+            body[name] = _json_safe(given[name], name, 0)
+    if "suffix" in given:
+        suffix = given["suffix"]
         if not isinstance(suffix, str) or len(suffix) > MAX_SUFFIX_CHARS:
             got = f"{len(suffix)} characters" if isinstance(suffix, str) else type(suffix).__name__
             raise _bad_arg(f"suffix must be a string of at most {MAX_SUFFIX_CHARS} characters, got {got}")
         body["suffix"] = suffix
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise _bad_arg(f"seed must be a whole number, got {type(seed).__name__}")
-        body["seed"] = seed
-    if integrations is not None:
+    if "seed" in given:
+        if isinstance(given["seed"], bool) or not isinstance(given["seed"], int):
+            raise _bad_arg(f"seed must be a whole number, got {type(given['seed']).__name__}")
+        body["seed"] = given["seed"]
+    if "integrations" in given:
+        integrations = given["integrations"]
         if not isinstance(integrations, list | tuple) or not all(
             isinstance(i, Mapping) for i in integrations
         ):
             raise _bad_arg("integrations must be a list of dicts, e.g. [{'type': 'wandb', 'wandb': {...}}]")
         body["integrations"] = _json_safe(list(integrations), "integrations", 0)
-    metadata = job_metadata_with_key(job_metadata, key)
+    metadata = job_metadata_with_key(given.get("job_metadata"), key)
     if metadata:
         body["metadata"] = metadata
     return body
