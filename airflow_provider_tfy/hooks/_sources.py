@@ -1,7 +1,4 @@
-"""Where an upload's bytes come from: a local path or an Airflow ``ObjectStoragePath``.
-
-Only opening and reading; what the bytes must look like is :class:`..protocol.JsonlValidator`'s.
-"""
+"""Where an upload's bytes come from: a local path or an Airflow ``ObjectStoragePath``."""
 
 from __future__ import annotations
 
@@ -20,14 +17,16 @@ CHUNK_BYTES = 1024 * 1024
 class FileSource:
     """An upload's file, opened afresh for each read so a retry streams it from the start.
 
-    :param file: a local path (``str`` or ``os.PathLike``), a URL string such as ``s3://b/k``
-        (read through Airflow's object storage), or anything with ``.open()`` and ``.name``
-        (``ObjectStoragePath``; duck-typed, so no Airflow-version-specific import is needed).
+    :param file: a local path, a URL string such as ``s3://b/k``, or anything with ``.open()`` and
+        ``.name`` (duck-typed ``ObjectStoragePath``: no Airflow-version-specific import).
     """
 
     def __init__(self, file: Any) -> None:
         if isinstance(file, str) and "://" in file:
-            file = _object_storage_path(file)
+            # The compat provider resolves it to airflow.sdk (3.x) or airflow.io.path (2.11).
+            from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+            file = ObjectStoragePath(file)
         self.location = str(file)
         self._open: Callable[[], IO[bytes]]
         if isinstance(file, str | os.PathLike):
@@ -59,20 +58,13 @@ class FileSource:
             raise self._error(f"could not be opened ({type(err).__name__}: {str(err)[:200]})") from None
 
     def validate(self) -> int:
-        """Read the file once, streamed, and refuse it unless it is JSONL the gateway accepts.
-
-        Returns its size in bytes. Reading stops as soon as the file is known to be too large.
-        """
+        """Read the file once, streamed, refuse it unless it is JSONL the gateway accepts; return its size."""
         validator = protocol.JsonlValidator(self.name or self.location)
         with self.open() as stream:
             while not validator.too_large and (chunk := self._read(stream, CHUNK_BYTES)):
                 validator.feed(chunk)
         validator.close()
         return validator.size
-
-    def sized(self, stream: IO[bytes]) -> SizedReader:
-        """Wrap an open stream with its length, which the multipart encoder needs up front."""
-        return SizedReader(stream, self)
 
     def _read(self, stream: IO[bytes], size: int) -> bytes:
         try:
@@ -85,15 +77,20 @@ class FileSource:
 
 
 class SizedReader:
-    """A read-only stream with a ``len`` attribute (what requests-toolbelt reads for the size).
-
-    The encoder only knows a stream's size from ``fileno()``, which object-storage files lack.
-    """
+    """A read-only stream with the ``len`` the multipart encoder needs (object storage lacks ``fileno()``)."""
 
     def __init__(self, stream: IO[bytes], source: FileSource) -> None:
         self._stream = stream
         self._source = source
-        self._remaining = _size(stream)
+        try:
+            end: int | None = os.fstat(stream.fileno()).st_size
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            end = getattr(stream, "size", None)  # fsspec's remote files know theirs
+        if not isinstance(end, int):
+            position = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            stream.seek(position)
+        self._remaining = end - stream.tell()
 
     @property
     def len(self) -> int:
@@ -105,24 +102,3 @@ class SizedReader:
         chunk = self._source._read(self._stream, size if size is not None and size >= 0 else self._remaining)
         self._remaining = max(0, self._remaining - len(chunk))
         return chunk
-
-
-def _size(stream: IO[bytes]) -> int:
-    try:
-        return os.fstat(stream.fileno()).st_size - stream.tell()
-    except (OSError, AttributeError, io.UnsupportedOperation):
-        pass
-    size = getattr(stream, "size", None)  # fsspec's remote files know theirs
-    if isinstance(size, int):
-        return size - stream.tell()
-    position = stream.tell()
-    end = stream.seek(0, io.SEEK_END)
-    stream.seek(position)
-    return end - position
-
-
-def _object_storage_path(url: str) -> Any:
-    # The compat provider resolves it to airflow.sdk (3.x) or airflow.io.path (2.11).
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -36,21 +35,18 @@ if TYPE_CHECKING:
     from airflow_provider_tfy.models import FineTuningJob, TrueFoundryFile
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class TrueFoundryHook(BaseHook):
-    """Talk to the TrueFoundry AI Gateway's fine-tuning API: moves bytes with ``requests``; every
-    decision (requests, answers, retries) is :class:`~airflow_provider_tfy.protocol.Gateway`'s.
+    """Talk to the TrueFoundry AI Gateway's fine-tuning API, retrying transient failures.
 
-    The connection's host is the gateway base URL (with any path prefix), its password the API
-    key; extras give defaults for the ``x-tfy-*`` headers and the timeout. Transient failures
-    (429, 5xx, connection errors, timeouts) are retried with backoff and jitter, honouring
-    ``Retry-After``; a create is repeated only when the gateway certainly did not act on it.
+    The connection's host is the gateway base URL (with any path prefix), its password the API key;
+    extras give the ``x-tfy-*`` header defaults and the timeout. 429, 5xx and transport errors are
+    retried with backoff, honouring ``Retry-After``; a create only if the gateway surely did not act.
 
     :param truefoundry_conn_id: the Airflow connection to use.
-    :param timeout: seconds per HTTP request; overrides the connection's ``timeout`` extra.
-    :param max_retries: retries after the first attempt of each call (default 8).
+    :param timeout: seconds per HTTP request (overrides the connection's ``timeout`` extra).
+    :param max_retries: retries after each call's first attempt (default 8).
     :param retry_delay: the first retry's backoff in seconds (default 1), doubling up to 30.
     """
 
@@ -93,8 +89,7 @@ class TrueFoundryHook(BaseHook):
     def session(self) -> requests.Session:
         """One session per hook, so successive polls reuse the TCP/TLS connection."""
         session = requests.Session()
-        # Proxies and CA bundles may come from the environment, but .netrc credentials must not
-        # replace our Authorization header: a session-level auth stops requests reading .netrc.
+        # A session-level auth stops requests reading .netrc, whose credentials would replace our key.
         session.auth = _keep_headers
         adapter = _LargeBlockAdapter()
         session.mount("https://", adapter)
@@ -110,10 +105,7 @@ class TrueFoundryHook(BaseHook):
         """Retrieve one fine-tuning job (``GET /fine_tuning/jobs/{job_id}``).
 
         Every method takes the header arguments (:class:`~airflow_provider_tfy.protocol.HeaderArgs`),
-        which override the connection's extra. Raises :class:`TrueFoundryAuthError` (401/403),
-        :class:`FineTuningJobNotFound` (404), :class:`TrueFoundryAPIError` (another status, or a
-        transient one that outlasted the retries), :class:`TrueFoundryConnectionError` or
-        :class:`TrueFoundryResponseError` (the answer is not a job).
+        which override the connection's extra, and raises a :class:`TrueFoundryError` saying what failed.
         """
         return self._call(self.gateway.retrieve(job_id, Headers.from_args(headers, "get_fine_tuning_job")))
 
@@ -125,15 +117,12 @@ class TrueFoundryHook(BaseHook):
         validate: bool = True,
         **headers: Unpack[HeaderArgs],
     ) -> TrueFoundryFile:
-        """Upload a training file (``POST /files``, multipart), streamed: memory stays flat.
+        """Upload a training file (``POST /files``, multipart), streamed; a retry sends it again.
 
-        A retry streams the file again from the start: at worst the gateway keeps a duplicate.
-
-        :param file: a local path, or an Airflow ``ObjectStoragePath`` (``s3://``, ``gs://``, ...;
-            a URL string is read as one).
+        :param file: a local path, or an Airflow ``ObjectStoragePath`` (or a URL string such as ``s3://b/k``).
         :param purpose: the file's purpose, ``fine-tune`` for training data.
-        :param validate: first read the file once and refuse it, naming the first bad lines, if it
-            is empty, has a line that is not a JSON object, or is over 512 MB; nothing is sent.
+        :param validate: first refuse, sending nothing, a file that is empty, over 512 MB or has a line
+            that is not a JSON object (naming the first bad lines).
         """
         source = FileSource(file)
         request = self.gateway.upload(
@@ -170,14 +159,11 @@ class TrueFoundryHook(BaseHook):
     ) -> FineTuningJob:
         """Start a fine-tuning job (``POST /fine_tuning/jobs``); never a second one by retrying.
 
-        The arguments are the gateway's body fields (``job_metadata`` is the job's own
-        ``metadata``), checked before any request. Without ``idempotency_key``, a create is sent
-        again only when the gateway certainly did not act on it (refused, 429), and an unknown
-        outcome raises an error saying the job may or may not exist. With it (1-64 of
-        ``[A-Za-z0-9._:-]``, kept in the job's metadata), jobs carrying it are looked up before
-        creating and before each retry: a queued, running or succeeded one is returned instead,
-        failed or cancelled ones are passed over. Each look, and one right after creating,
-        converges overlapping calls' jobs on one (:meth:`converge_fine_tuning_jobs`).
+        The arguments are the gateway's body fields (``job_metadata`` is the job's ``metadata``).
+        Without ``idempotency_key`` a create is repeated only if the gateway surely did not act on it;
+        an unknown outcome raises an error saying so. With it (1-64 of ``[A-Za-z0-9._:-]``), a live or
+        succeeded job carrying it, looked for before creating and before each retry, is returned
+        instead; each look, and one after creating, converges overlapping calls' jobs on one.
         """
         key = protocol.validate_idempotency_key(idempotency_key)
         body = protocol.create_body(
@@ -200,8 +186,7 @@ class TrueFoundryHook(BaseHook):
 
         def look_then_create() -> tuple[FineTuningJob, bool]:
             nonlocal attempts, unsure
-            # After an answer that leaves the outcome unknown, a keyed create looks before it
-            # creates again (after the loop's wait, which lets a created job become visible).
+            # After an unknown outcome a keyed create looks first (the loop's wait lets the job show).
             if unsure and key is not None and (existing := self._reattach(key, overrides)):
                 return existing, False
             attempts += 1
@@ -220,7 +205,7 @@ class TrueFoundryHook(BaseHook):
 
         try:
             # With a key every failure may be retried: the look above keeps it to one job.
-            job, created = self._retry(look_then_create, safe_to_repeat=key is not None)
+            job, created = self._loops[key is not None](look_then_create)
         except TrueFoundryError as err:
             if not protocol.could_have_been_applied(err):
                 raise
@@ -257,9 +242,8 @@ class TrueFoundryHook(BaseHook):
     ) -> FineTuningJob | None:
         """Converge the jobs carrying ``idempotency_key`` on one, and return it (None if none lives).
 
-        The survivor is the oldest job with the key not failed or cancelled
-        (:func:`~airflow_provider_tfy.protocol.converge`); the others in progress are cancelled,
-        or, where the gateway cannot cancel (404/405), named in a warning.
+        The survivor is the oldest job not failed or cancelled; the others in progress are cancelled
+        (named in a warning where the gateway cannot cancel).
         """
         overrides = Headers.from_args(headers, "converge_fine_tuning_jobs")
         key = protocol.validate_idempotency_key(idempotency_key)
@@ -277,8 +261,7 @@ class TrueFoundryHook(BaseHook):
     ) -> Iterator[FineTuningJob]:
         """Iterate over fine-tuning jobs, newest first, fetching pages lazily.
 
-        :param job_metadata: only jobs whose metadata holds every pair (filtered by the gateway
-            and again here, in case it ignores the filter).
+        :param job_metadata: only jobs whose metadata holds every pair.
         :param page_size: jobs per request (1-100).
         :param after: start after this job id.
         """
@@ -290,11 +273,7 @@ class TrueFoundryHook(BaseHook):
         return (job for page in pages for job in page.jobs if protocol.carries_metadata(job, wanted))
 
     def cancel_fine_tuning_job(self, job_id: str, **headers: Unpack[HeaderArgs]) -> FineTuningJob:
-        """Cancel a fine-tuning job (``POST /fine_tuning/jobs/{job_id}/cancel``) and return it.
-
-        Retried like a retrieve (cancelling twice is harmless). HTTP 404/405 raise an error saying
-        this gateway cannot cancel jobs (or, for 404, does not know the job).
-        """
+        """Cancel a fine-tuning job (``POST /fine_tuning/jobs/{job_id}/cancel``) and return it."""
         job = self._call(self.gateway.cancel(job_id, Headers.from_args(headers, "cancel_fine_tuning_job")))
         self.log.info(
             "Asked the gateway to cancel fine-tuning job %s; its status is now %s.", job.id, job.status
@@ -302,10 +281,7 @@ class TrueFoundryHook(BaseHook):
         return job
 
     def test_connection(self) -> tuple[bool, str]:
-        """Make one cheap authenticated call (``GET /fine_tuning/jobs?limit=1``) and say what works.
-
-        The messages name no connection id: Airflow's Test button runs this under a throwaway one.
-        """
+        """Make one cheap authenticated call (``GET /fine_tuning/jobs?limit=1``) and say what works."""
         try:
             request = self.gateway.list(1)
             self.gateway.read(request, self._send(request))
@@ -325,28 +301,23 @@ class TrueFoundryHook(BaseHook):
             )
         except TrueFoundryError as err:
             return False, str(err)
-        return (
-            True,
-            f"Connected to the TrueFoundry gateway at {self.config.base_url}; the API key was accepted.",
+        return True, (
+            f"Connected to the TrueFoundry gateway at {self.config.base_url}; the API key was accepted."
         )
 
     def _pages(
         self, wanted: dict[str, str], page_size: int, after: str | None, overrides: Headers
     ) -> Iterator[protocol.JobPage]:
-        """Each page of the job list, fetched only when asked for."""
         while True:
             page = self._call(
                 self.gateway.list(page_size, after=after, job_metadata=wanted, headers=overrides)
             )
             yield page
-            after = protocol.next_page_after(page.jobs, page.has_more, after)
-            if after is None:
+            if (after := protocol.next_page_after(page.jobs, page.has_more, after)) is None:
                 return
 
     def _reattach(self, key: str, overrides: Headers) -> FineTuningJob | None:
-        """The survivor among the jobs carrying ``key`` (the others cancelled), or None."""
-        job = self._converge(key, overrides)
-        if job is not None:
+        if (job := self._converge(key, overrides)) is not None:
             count(JobMetric.REATTACHED)
             self.log.info(
                 "Reattached to fine-tuning job %s (status %s) carrying idempotency key %r; "
@@ -360,9 +331,21 @@ class TrueFoundryHook(BaseHook):
     def _converge(
         self, key: str, overrides: Headers, created: FineTuningJob | None = None
     ) -> FineTuningJob | None:
-        """Look up the jobs carrying ``key`` (with ``created``, which the list may not show yet),
-        cancel every live one but the survivor, and return the survivor."""
-        jobs = [*([created] if created else []), *self._jobs_with_key(key, overrides)]  # fresher last
+        wanted = {protocol.IDEMPOTENCY_METADATA_KEY: key}
+        # ``created`` goes first, as the list may not show it yet: the list's copy is fresher.
+        jobs = [created] if created else []
+        for number, page in enumerate(self._pages(wanted, protocol.LOOKUP_PAGE_SIZE, None, overrides), 1):
+            jobs += (job for job in page.jobs if protocol.carries_metadata(job, wanted))
+            if page.has_more and number >= protocol.LOOKUP_MAX_PAGES:
+                self.log.warning(
+                    "Stopped looking for a fine-tuning job with idempotency key %r after the newest %d "
+                    "jobs (%d pages): the gateway seems to ignore the list's metadata filter, and "
+                    "older jobs are not checked.",
+                    key,
+                    number * protocol.LOOKUP_PAGE_SIZE,
+                    number,
+                )
+                break
         survivor, to_cancel = protocol.converge(jobs, key)
         cancelled: list[str] = []
         for job in to_cancel:
@@ -395,41 +378,14 @@ class TrueFoundryHook(BaseHook):
             )
         return survivor
 
-    def _jobs_with_key(self, key: str, overrides: Headers) -> list[FineTuningJob]:
-        """The jobs carrying ``key``, newest first, within the look-up's bound."""
-        wanted = {protocol.IDEMPOTENCY_METADATA_KEY: key}
-        found: list[FineTuningJob] = []
-        for number, page in enumerate(
-            self._pages(wanted, protocol.LOOKUP_PAGE_SIZE, None, overrides), start=1
-        ):
-            found += (job for job in page.jobs if protocol.carries_metadata(job, wanted))
-            if page.has_more and number >= protocol.LOOKUP_MAX_PAGES:
-                self.log.warning(
-                    "Stopped looking for a fine-tuning job with idempotency key %r after the newest %d "
-                    "jobs (%d pages): the gateway seems to ignore the list's metadata filter, and "
-                    "older jobs are not checked.",
-                    key,
-                    number * protocol.LOOKUP_PAGE_SIZE,
-                    number,
-                )
-                break
-        return found
-
     def _call(self, request: protocol.Request[T], source: FileSource | None = None) -> T:
-        """Send ``request`` and read its answer, retrying what the policy allows."""
-        return self._retry(
-            lambda: self.gateway.read(request, self._send(request, source)),
-            safe_to_repeat=request.safe_to_repeat,
+        return self._loops[request.safe_to_repeat](
+            lambda: self.gateway.read(request, self._send(request, source))
         )
-
-    def _retry(self, attempt: Callable[[], R], *, safe_to_repeat: bool) -> R:
-        """Run ``attempt`` in this transport's one retry loop, as the retry policy says."""
-        return self._loops[safe_to_repeat](attempt)
 
     @cached_property
     def _loops(self) -> dict[bool, tenacity.Retrying]:
-        # Built once per hook, for requests safe to repeat and the others: a poll should not pay
-        # for building the loop, and most calls succeed at once.
+        # Built once per hook (a poll should not pay for it): for requests safe to repeat, and the others.
         def log_retry(state: tenacity.RetryCallState) -> None:
             self.log.warning(
                 "TrueFoundry call failed (%s); retry %d of %d in %.1f s.",
@@ -439,9 +395,10 @@ class TrueFoundryHook(BaseHook):
                 state.upcoming_sleep,
             )
 
-        policy = self.retry_policy
         return {
-            safe: tenacity.Retrying(**policy.tenacity_args(safe_to_repeat=safe, before_sleep=log_retry))
+            safe: tenacity.Retrying(
+                **self.retry_policy.tenacity_args(safe_to_repeat=safe, before_sleep=log_retry)
+            )
             for safe in (True, False)
         }
 
@@ -452,9 +409,13 @@ class TrueFoundryHook(BaseHook):
         try:
             data: Any = request.body
             headers = request.headers
-            if request.upload is not None and source is not None:
+            if (upload := request.upload) is not None and source is not None:
                 stream = source.open()  # afresh for each attempt: a retry streams from the start
-                data = _multipart(request.upload, source.sized(stream))
+                # ``purpose`` first, so a server knows it before the bytes.
+                file_part = (upload.filename, SizedReader(stream, source), upload.content_type)
+                data = MultipartEncoder(
+                    fields=[(upload.purpose_field, upload.purpose), (upload.file_field, file_part)]
+                )
                 headers = {**headers, "Content-Type": data.content_type}
             response = self.session.request(
                 request.method,
@@ -467,21 +428,23 @@ class TrueFoundryHook(BaseHook):
                 stream=True,
             )
             if stream is not None:
-                # Sending 512 MB may outlast ``timeout`` while every write makes progress (each is
-                # bounded by the socket timeout); the deadline bounds the answer, from here.
+                # A 512 MB upload may outlast the timeout while making progress: the deadline starts now.
                 deadline = time.monotonic() + request.read_timeout
             with response:
                 body = _read_body(response, request, deadline)
         except requests.exceptions.SSLError as err:
             raise protocol.tls_error(request, _reason(err)) from None
-        except requests.Timeout as err:
+        # Reading the raw body bypasses requests' wrapping of urllib3's errors, hence those here.
+        except (requests.Timeout, urllib3.exceptions.ReadTimeoutError) as err:
             raise protocol.transport_error(
                 request, type(err).__name__, timed_out=True, sent=not _never_sent(err)
             ) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+        ) as err:
             raise protocol.transport_error(request, _reason(err), sent=not _never_sent(err)) from None
-        except TrueFoundryError:
-            raise
         except OSError as err:  # requests' own errors are OSErrors too, hence last
             if isinstance(self.config.verify, str):
                 raise protocol.ca_bundle_error(self.config.verify, str(err)) from None
@@ -493,8 +456,7 @@ class TrueFoundryHook(BaseHook):
             response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
         )
 
-    # Connection form for Airflow 2.11-3.1; Airflow 3.2+ renders the declarative form in the
-    # provider info instead and never calls these.
+    # Airflow 2.11-3.1 only: 3.2+ renders the declarative form in the provider info instead.
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Return the extra fields as wtforms widgets (Airflow before 3.2)."""
@@ -520,12 +482,11 @@ class TrueFoundryHook(BaseHook):
 
 
 def _read_body(response: requests.Response, request: protocol.Request[Any], deadline: float) -> bytes:
-    # The read timeout bounds each socket read only; this bounds the whole body, so a server
-    # that trickles bytes cannot hold a worker forever, and a runaway body cannot fill memory.
+    # The read timeout bounds each socket read only: bound the whole body in time and size too.
     # read1 returns whatever one socket read brings, so the deadline is checked that often.
     read = getattr(response.raw, "read1", None) or response.raw.read
     chunks, size = [], 0
-    while chunk := _read_chunk(read, request):
+    while chunk := read(64 * 1024, decode_content=True):
         chunks.append(chunk)
         size += len(chunk)
         if time.monotonic() > deadline:
@@ -535,38 +496,21 @@ def _read_body(response: requests.Response, request: protocol.Request[Any], dead
     return b"".join(chunks)
 
 
-def _read_chunk(read: Callable[..., bytes], request: protocol.Request[Any]) -> bytes:
-    # Reading the raw stream bypasses requests' own wrapping of urllib3's errors: map them here.
-    try:
-        return read(64 * 1024, decode_content=True)
-    except urllib3.exceptions.ReadTimeoutError as err:
-        raise protocol.transport_error(request, type(err).__name__, timed_out=True) from None
-    except urllib3.exceptions.HTTPError as err:  # a cut-off body, a reset, a bad encoding
-        raise protocol.transport_error(request, _reason(err)) from None
-
-
 def _reason(err: BaseException) -> str:
-    """A short cause for a connection error: requests nests the useful part several deep."""
-    cause: BaseException | None = err
-    while cause is not None and (cause.__cause__ or cause.__context__) is not None:
-        cause = cause.__cause__ or cause.__context__
-    text = str(cause or err)
-    return type(cause or err).__name__ + (f": {text[:200]}" if text else "")
+    # requests nests the useful cause several deep.
+    while (deeper := err.__cause__ or err.__context__) is not None:
+        err = deeper
+    text = str(err)
+    return type(err).__name__ + (f": {text[:200]}" if text else "")
 
 
 def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
-# urllib3 pulls a streamed body 16 KiB per read by default; for a 512 MB upload that per-read
-# overhead alone cost about 40% of the throughput of a bare 1 MiB-chunk upload (benchmarks/).
-_UPLOAD_BLOCK_SIZE = 1 << 20
-
-
 class _LargeBlockAdapter(HTTPAdapter):
-    """An adapter whose connections send request bodies in 1 MiB blocks (urllib3 2's ``blocksize``)."""
-
-    _pool_kwargs = {"blocksize": _UPLOAD_BLOCK_SIZE} if int(urllib3.__version__.split(".")[0]) >= 2 else {}
+    # urllib3 sends a body 16 KiB per read by default, which cost 40% of a 512 MB upload's speed.
+    _pool_kwargs = {"blocksize": 1 << 20} if int(urllib3.__version__.split(".")[0]) >= 2 else {}
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **{**self._pool_kwargs, **kwargs})
@@ -575,31 +519,17 @@ class _LargeBlockAdapter(HTTPAdapter):
         return super().proxy_manager_for(proxy, **{**self._pool_kwargs, **kwargs})
 
 
-def _multipart(upload: protocol.MultipartUpload, stream: SizedReader) -> MultipartEncoder:
-    """The streaming multipart body; ``purpose`` first, so a server knows it before the bytes."""
-    return MultipartEncoder(
-        fields=[
-            (upload.purpose_field, upload.purpose),
-            (upload.file_field, (upload.filename, stream, upload.content_type)),
-        ]
-    )
-
-
 def _never_sent(err: BaseException) -> bool:
-    """Whether a requests error proves the request never left: the connection did not open.
-
-    urllib3 raises ``NewConnectionError`` (refused, unreachable, DNS) or ``ConnectTimeoutError``
-    only while connecting; requests nests them in ``MaxRetryError.reason`` and exception chains.
-    """
+    # Only opening a connection raises NewConnectionError or ConnectTimeoutError; requests nests
+    # them in MaxRetryError.reason and exception chains.
     seen: set[int] = set()
-    pending: list[BaseException | None] = [err]
+    pending: list[object] = [err]
     while pending:
         error = pending.pop()
-        if error is None or id(error) in seen:
-            continue
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue  # not an error: None, or a reason given as text (ssl errors' own ``reason``)
         seen.add(id(error))
         if isinstance(error, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
             return True
-        pending += [error.__cause__, error.__context__, getattr(error, "reason", None)]
-        pending += [arg for arg in error.args if isinstance(arg, BaseException)]
+        pending += [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
     return False
