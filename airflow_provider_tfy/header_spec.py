@@ -86,6 +86,23 @@ def param_lines(suffix: str = "", indent: str = "    ") -> str:
     return "".join(f"\n{indent}:param {s.name}: ``{s.header}``, {s.doc}{suffix}." for s in HEADERS)
 
 
+class HeaderArgs(TypedDict, total=False):
+    """The header arguments every hook method takes (``**headers: Unpack[HeaderArgs]``).
+
+    Each overrides the connection's extra of the same name; unset ones send no header. A typed
+    mirror of :data:`~airflow_provider_tfy.header_spec.HEADERS` (a test keeps them equal).
+    """
+
+    provider_name: str | None
+    provider_model: str | None
+    vertex_storage_bucket_name: str | None
+    file_purpose: str | None
+    metadata: dict[str, str] | str | None
+
+
+HeaderArgs.__doc__ = (HeaderArgs.__doc__ or "").rstrip() + "\n" + param_lines()
+
+
 class CreateArgs(TypedDict, total=False):
     """The create arguments: the gateway's body fields (``job_metadata`` is the job's own
     ``metadata``). The hook's and ``create_body``'s keyword parameters and the create operator's
@@ -103,6 +120,10 @@ class CreateArgs(TypedDict, total=False):
 
 
 CREATE_FIELDS: tuple[str, ...] = tuple(CreateArgs.__annotations__)
+
+
+class CreateJobArgs(CreateArgs, HeaderArgs, total=False):
+    """What ``TrueFoundryHook.create_fine_tuning_job`` takes besides its idempotency key."""
 
 
 def with_keywords(names: Iterable[str], *, before: str | None = None) -> Callable[[F], F]:

@@ -22,9 +22,10 @@ from airflow_provider_tfy.exceptions import (
     TrueFoundryConnectionError,
     TrueFoundryError,
 )
+from airflow_provider_tfy.header_spec import CREATE_FIELDS, CreateJobArgs, HeaderArgs, with_keywords
 from airflow_provider_tfy.hooks._sources import FileSource, SizedReader
 from airflow_provider_tfy.metrics import JobMetric, count
-from airflow_provider_tfy.protocol import HeaderArgs, Headers
+from airflow_provider_tfy.protocol import Headers
 from airflow_provider_tfy.provider_info import CONN_TYPE, EXTRA_FIELDS, HOOK_NAME, ui_field_behaviour
 
 if TYPE_CHECKING:
@@ -142,42 +143,24 @@ class TrueFoundryHook(BaseHook):
         )
         return uploaded
 
+    @with_keywords(CREATE_FIELDS, before="idempotency_key")
     def create_fine_tuning_job(
-        self,
-        *,
-        model: str,
-        training_file: str,
-        validation_file: str | None = None,
-        method: dict[str, Any] | None = None,
-        hyperparameters: dict[str, Any] | None = None,
-        suffix: str | None = None,
-        seed: int | None = None,
-        integrations: list[dict[str, Any]] | None = None,
-        job_metadata: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-        **headers: Unpack[HeaderArgs],
+        self, *, idempotency_key: str | None = None, **arguments: Unpack[CreateJobArgs]
     ) -> FineTuningJob:
         """Start a fine-tuning job (``POST /fine_tuning/jobs``); never a second one by retrying.
 
-        The arguments are the gateway's body fields (``job_metadata`` is the job's ``metadata``).
+        The keyword arguments are the gateway's body fields
+        (:class:`~airflow_provider_tfy.header_spec.CreateArgs`; ``job_metadata`` is the job's
+        ``metadata``), checked before any request, and the header arguments.
         Without ``idempotency_key`` a create is repeated only if the gateway surely did not act on it;
         an unknown outcome raises an error saying so. With it (1-64 of ``[A-Za-z0-9._:-]``), a live or
         succeeded job carrying it, looked for before creating and before each retry, is returned
         instead; each look, and one after creating, converges overlapping calls' jobs on one.
         """
         key = protocol.validate_idempotency_key(idempotency_key)
-        body = protocol.create_body(
-            model=model,
-            training_file=training_file,
-            validation_file=validation_file,
-            method=method,
-            hyperparameters=hyperparameters,
-            suffix=suffix,
-            seed=seed,
-            integrations=integrations,
-            job_metadata=job_metadata,
-            idempotency_key=key,
-        )
+        headers: dict[str, Any] = dict(arguments)  # what is left once the create fields are taken
+        fields = {name: headers.pop(name) for name in CREATE_FIELDS if name in headers}
+        body = protocol.create_body(**fields, idempotency_key=key)
         overrides = Headers.from_args(headers, "create_fine_tuning_job")
         request = self.gateway.create(body, overrides)
         if key is not None and (existing := self._reattach(key, overrides)):

@@ -14,6 +14,7 @@ they decide comes from here, so the two can never disagree. One module per conce
 
 from __future__ import annotations
 
+from airflow_provider_tfy.header_spec import HeaderArgs
 from airflow_provider_tfy.protocol.answers import (
     MAX_BODY_BYTES,
     body_too_large,
@@ -51,7 +52,6 @@ from airflow_provider_tfy.protocol.retry import (
 )
 from airflow_provider_tfy.protocol.settings import (
     GatewayConfig,
-    HeaderArgs,
     Headers,
     check_header_names,
     gateway_config,

@@ -10,11 +10,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError
-from airflow_provider_tfy.header_spec import HEADER_NAMES, HEADERS, param_lines
+from airflow_provider_tfy.header_spec import HEADER_NAMES, HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +24,6 @@ MAX_CONNECT_TIMEOUT = 10.0
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _EXAMPLE_URL = "e.g. https://gateway.truefoundry.ai or https://<org>.truefoundry.cloud/api/llm"
-
-
-class HeaderArgs(TypedDict, total=False):
-    """The header arguments every hook method takes (``**headers: Unpack[HeaderArgs]``).
-
-    Each overrides the connection's extra of the same name; unset ones send no header. A typed
-    mirror of :data:`~airflow_provider_tfy.header_spec.HEADERS` (a test keeps them equal).
-    """
-
-    provider_name: str | None
-    provider_model: str | None
-    vertex_storage_bucket_name: str | None
-    file_purpose: str | None
-    metadata: dict[str, str] | str | None
-
-
-HeaderArgs.__doc__ = (HeaderArgs.__doc__ or "").rstrip() + "\n" + param_lines()
 
 
 @dataclass(frozen=True)
