@@ -1077,18 +1077,19 @@ def test_backoff_scales_with_retry_delay() -> None:
     assert [policy.backoff(n, rng=lambda: 1.0) for n in range(1, 6)] == [5.0, 10.0, 20.0, 30.0, 30.0]
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        TrueFoundryAPIError("bad request", status_code=400),
-        TrueFoundryAuthError("no", status_code=401),
-        FineTuningJobNotFound("gone", status_code=404),
-        TrueFoundryConfigError("bad config"),
-        TrueFoundryResponseError("wrong shape"),
-        ValueError("not ours"),
-        RuntimeError("not ours"),
-    ],
-)
+# Failures no retry can mend: refused arguments or key, an unknown job, a wrong shape, not ours.
+NOT_RETRYABLE = [
+    TrueFoundryAPIError("bad request", status_code=400),
+    TrueFoundryAuthError("no", status_code=401),
+    FineTuningJobNotFound("gone", status_code=404),
+    TrueFoundryConfigError("bad config"),
+    TrueFoundryResponseError("wrong shape"),
+    ValueError("not ours"),
+    RuntimeError("not ours"),
+]
+
+
+@pytest.mark.parametrize("error", NOT_RETRYABLE)
 def test_not_retryable_errors_are_not_retried(error: BaseException) -> None:
     policy = protocol.RetryPolicy()
     assert policy.should_retry(1, error) is False
@@ -1179,17 +1180,7 @@ def test_a_wait_falls_back_to_its_poll_interval_or_a_longer_retry_after(
     assert protocol.wait_after_failed_poll(transient(retry_after), poll) == expected
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        TrueFoundryAPIError("bad request", status_code=400),
-        TrueFoundryAuthError("no", status_code=401),
-        FineTuningJobNotFound("gone", status_code=404),
-        TrueFoundryConfigError("bad config"),
-        TrueFoundryResponseError("wrong shape"),
-        ValueError("not ours"),
-    ],
-)
+@pytest.mark.parametrize("error", NOT_RETRYABLE)
 def test_a_wait_re_raises_a_failure_no_retry_can_mend(error: BaseException) -> None:
     with pytest.raises(type(error)) as info:
         protocol.wait_after_failed_poll(error, 60.0)
