@@ -103,6 +103,10 @@ class HeaderArgs(TypedDict, total=False):
 HeaderArgs.__doc__ = (HeaderArgs.__doc__ or "").rstrip() + "\n" + param_lines()
 
 
+# What a task's and a trigger's ``hook_params`` may set: the hook's HTTP settings.
+HOOK_PARAMS = frozenset({"timeout", "max_retries", "retry_delay"})
+
+
 class CreateArgs(TypedDict, total=False):
     """The create arguments: the gateway's body fields (``job_metadata`` is the job's own
     ``metadata``). The hook's and ``create_body``'s keyword parameters and the create operator's

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_tfy.header_spec import HEADER_NAMES, param_lines, with_keywords
+from airflow_provider_tfy.header_spec import HEADER_NAMES, HOOK_PARAMS, param_lines, with_keywords
 
 if TYPE_CHECKING:
     from airflow_provider_tfy.hooks.truefoundry import TrueFoundryHook
     from airflow_provider_tfy.protocol import HeaderArgs
 
-HOOK_PARAMS = frozenset({"timeout", "max_retries", "retry_delay"})
 HEADER_FIELDS: tuple[str, ...] = tuple(HEADER_NAMES)
 SHARED_PARAMS = (
     "\n    :param truefoundry_conn_id: the TrueFoundry connection; its extra holds the header defaults."

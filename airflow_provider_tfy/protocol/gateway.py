@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 from urllib.parse import quote, urlencode
 
+from airflow_provider_tfy import __version__
 from airflow_provider_tfy.exceptions import FineTuningJobNotFound, TrueFoundryAPIError, TrueFoundryConfigError
 from airflow_provider_tfy.models import FineTuningJob, TrueFoundryFile
 from airflow_provider_tfy.protocol.answers import check_status, excerpt, json_body
@@ -30,6 +31,7 @@ FILES_PATH = "/files"
 MAX_JOB_ID_LENGTH = 256
 MAX_LIST_LIMIT = 100
 DEFAULT_PURPOSE = "fine-tune"
+USER_AGENT = f"airflow-provider-tfy/{__version__}"
 
 
 class Answer(NamedTuple):
@@ -183,12 +185,10 @@ class Gateway:
     def _request(
         self, kind: str, method: str, url: str, headers: Headers | None, **fields: Any
     ) -> Request[Any]:
-        from airflow_provider_tfy import __version__
-
         sent = {
             "Authorization": f"Bearer {self.config.api_key}",
             "Accept": "application/json",
-            "User-Agent": f"airflow-provider-tfy/{__version__}",
+            "User-Agent": USER_AGENT,
             **self.config.headers.overridden_by(headers).to_headers(),
             **({"Content-Type": "application/json"} if fields.get("body") is not None else {}),
         }

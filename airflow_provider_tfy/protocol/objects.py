@@ -19,13 +19,32 @@ from airflow_provider_tfy.models import (
 )
 from airflow_provider_tfy.protocol.answers import excerpt, json_type
 
-# What the spec's 200 schemas never allow to be null; every other field may be null or missing
-# (gateways of the same design omit some: Vertex jobs have no organization).
-_JOB_NOT_NULL = frozenset(
-    {"object", "model", "created_at", "organization_id", "result_files", "training_file"}
-)
 # Unix seconds pass 1e11 only in the year 5138: anything larger is milliseconds (Vertex jobs).
 _MILLISECONDS_FROM = 10**11
+
+
+class _Kind(NamedTuple):
+    """How one gateway object is read: its model, ``object`` value, required strings, fields the
+    spec never allows to be null (any other may be null or missing: Vertex jobs have no
+    organization), and what messages call it and its API."""
+
+    model: type
+    object: str
+    required: tuple[str, ...]
+    not_null: frozenset[str]
+    what: str
+    api: str
+
+
+_JOB = _Kind(
+    FineTuningJob,
+    "fine_tuning.job",
+    ("id", "status"),
+    frozenset({"object", "model", "created_at", "organization_id", "result_files", "training_file"}),
+    "a fine-tuning job",
+    "fine-tuning",
+)
+_FILE = _Kind(TrueFoundryFile, "file", ("id",), frozenset({"object"}), "a file object", "files")
 
 
 class JobPage(NamedTuple):
@@ -38,18 +57,18 @@ class JobPage(NamedTuple):
 def parse_job(data: Any) -> FineTuningJob:
     """The :class:`FineTuningJob` in a decoded retrieve answer, or a :class:`TrueFoundryResponseError`
     naming the field and what was wrong (never a bare KeyError or TypeError)."""
-    values = _typed_fields(data, FineTuningJob, ("id", "status"), _JOB_NOT_NULL, "a fine-tuning job")
+    values = _typed_fields(data, _JOB)
     for name, item_type in (("result_files", str), ("integrations", dict)):
         if not all(isinstance(item, item_type) for item in values.get(name) or ()):
-            raise _not_a("a fine-tuning job", f"field {name!r} must be an array of {json_type(item_type())}s")
+            raise _not_a(_JOB, f"field {name!r} must be an array of {json_type(item_type())}s")
     if not all(isinstance(v, str) for v in (values.get("metadata") or {}).values()):
-        raise _not_a("a fine-tuning job", "field 'metadata' must map strings to strings")
+        raise _not_a(_JOB, "field 'metadata' must map strings to strings")
     return FineTuningJob(error=_job_error(data.get("error")), raw=data, **_seconds(values, TIMESTAMP_FIELDS))
 
 
 def parse_file(data: Any) -> TrueFoundryFile:
     """The :class:`TrueFoundryFile` in a decoded upload answer, parsed as strictly as a job."""
-    values = _typed_fields(data, TrueFoundryFile, ("id",), frozenset({"object"}), "a file object")
+    values = _typed_fields(data, _FILE)
     return TrueFoundryFile(raw=data, **_seconds(values, FILE_TIMESTAMP_FIELDS))
 
 
@@ -63,7 +82,7 @@ def parse_page(data: Any, target: str, secret: str) -> JobPage:
         )
     has_more = data.get("has_more", False)
     if not isinstance(has_more, bool):
-        raise _not_a("a fine-tuning job", f"the list's 'has_more' is {json_type(has_more)}, not a boolean")
+        raise _not_a(_JOB, f"the list's 'has_more' is {json_type(has_more)}, not a boolean")
     return JobPage([without_secret(parse_job(item), secret) for item in data["data"]], has_more)
 
 
@@ -96,32 +115,29 @@ def next_page_after(jobs: list[FineTuningJob], has_more: bool, after: str | None
     return jobs[-1].id
 
 
-def _typed_fields(
-    data: Any, model: type, required: tuple[str, ...], not_null: frozenset[str], what: str
-) -> dict[str, Any]:
-    """The ``required`` strings and the other present fields of an object, each checked against
-    the JSON type the ``model`` dataclass declares for it (the one declaration of the fields)."""
+def _typed_fields(data: Any, kind: _Kind) -> dict[str, Any]:
+    """The required strings and the other present fields of an object, each checked against the
+    JSON type its model dataclass declares for it (the one declaration of the fields)."""
     if not isinstance(data, dict):
-        raise _not_a(what, f"the body is a JSON {json_type(data)}, not an object")
+        raise _not_a(kind, f"the body is a JSON {json_type(data)}, not an object")
     values: dict[str, Any] = {}
-    for name in required:
+    for name in kind.required:
         value = values[name] = data.get(name)
         if not isinstance(value, str) or not value:
             problem = "is missing" if value is None else f"is {json_type(value)}, not a non-empty string"
-            raise _not_a(what, f"field {name!r} {problem}")
-    for name, json_class in _json_classes(model).items():
+            raise _not_a(kind, f"field {name!r} {problem}")
+    for name, json_class in _json_classes(kind.model).items():
         value = data.get(name)
-        if name in required or value is None:
-            if value is None and name in data and name in not_null:
-                raise _not_a(what, f"field {name!r} is null")
+        if name in kind.required or value is None:
+            if value is None and name in data and name in kind.not_null:
+                raise _not_a(kind, f"field {name!r} is null")
         elif not isinstance(value, json_class) or isinstance(value, bool):
-            raise _not_a(what, f"field {name!r} is {json_type(value)}, expected {json_type(json_class())}")
+            raise _not_a(kind, f"field {name!r} is {json_type(value)}, expected {json_type(json_class())}")
         else:
             values[name] = value
-    kind = "file" if model is TrueFoundryFile else "fine_tuning.job"
-    if values.get("object", kind) != kind:
+    if values.get("object", kind.object) != kind.object:
         # Not quoted: a misbehaving gateway could echo anything there, even the key.
-        raise _not_a(what, f"field 'object' is not {kind!r} ({len(values['object'])} characters)")
+        raise _not_a(kind, f"field 'object' is not {kind.object!r} ({len(values['object'])} characters)")
     return values
 
 
@@ -157,9 +173,8 @@ def _job_error(value: Any) -> FineTuningJobError | None:
     )
 
 
-def _not_a(what: str, problem: str) -> TrueFoundryResponseError:
-    api = "files" if what == "a file object" else "fine-tuning"
+def _not_a(kind: _Kind, problem: str) -> TrueFoundryResponseError:
     return TrueFoundryResponseError(
-        f"The gateway's answer is not {what}: {problem}. The gateway may not follow "
-        f"TrueFoundry's {api} API; check the connection's base URL."
+        f"The gateway's answer is not {kind.what}: {problem}. The gateway may not follow "
+        f"TrueFoundry's {kind.api} API; check the connection's base URL."
     )

@@ -20,6 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tfy import events, protocol
 from airflow_provider_tfy.exceptions import TrueFoundryConfigError, TrueFoundryError
+from airflow_provider_tfy.header_spec import HOOK_PARAMS
 from airflow_provider_tfy.models import FineTuningJob, JobOutcome, status_outcome
 from airflow_provider_tfy.triggers import transport
 from airflow_provider_tfy.triggers.pacing import first_poll_pacer, poll_gate, wakeups
@@ -29,9 +30,6 @@ try:
     from airflow.triggers.base import BaseEventTrigger
 except ImportError:  # Airflow 2: no event-driven scheduling; the watcher refuses to be built
     BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
-
-
-_RETRY_PARAMS = ("max_retries", "retry_delay")
 
 
 class _GatewayCalls:
@@ -45,7 +43,10 @@ class _GatewayCalls:
         return type(self).logger()  # type: ignore[attr-defined]  # BaseTrigger's LoggingMixin
 
     def _policy(self) -> protocol.RetryPolicy:
-        return protocol.RetryPolicy.from_params(**{k: self.hook_params.get(k) for k in _RETRY_PARAMS})
+        params = self.hook_params
+        return protocol.RetryPolicy.from_params(
+            max_retries=params.get("max_retries"), retry_delay=params.get("retry_delay")
+        )
 
     def _set_headers(self, header_args: Mapping[str, Any] | None, flat: Mapping[str, Any]) -> None:
         # Each header its own kwarg: as triggers serialized before 0.3 (and the sensor) hand them over.
@@ -233,7 +234,6 @@ class TrueFoundryFineTuningJobTrigger(_GatewayCalls, BaseTrigger):
 
 
 _STATUSES = ("succeeded", "failed", "cancelled")
-_HOOK_PARAMS = frozenset({"timeout", *_RETRY_PARAMS})
 # Record reports this long after their events leave (stored about once a second): a crash repeats one.
 _RECORD_DELAY = 3.0
 # What the watchers sharing a poll need read: stream key -> {watcher: its floor}.
@@ -268,10 +268,10 @@ class TrueFoundryFineTuningJobEventTrigger(_GatewayCalls, BaseEventTrigger):
                 f"{where}: statuses must be a non-empty list of end states out of {list(_STATUSES)}, "
                 f"e.g. ['succeeded']; got {statuses!r}."
             )
-        unknown = set(hook_params or {}) - _HOOK_PARAMS
+        unknown = set(hook_params or {}) - HOOK_PARAMS
         if unknown:
             raise TrueFoundryConfigError(
-                f"{where}: hook_params has unknown keys {sorted(unknown)}; it takes {sorted(_HOOK_PARAMS)}."
+                f"{where}: hook_params has unknown keys {sorted(unknown)}; it takes {sorted(HOOK_PARAMS)}."
             )
         self.truefoundry_conn_id = truefoundry_conn_id
         self.statuses = sorted(set(statuses))

@@ -106,6 +106,7 @@ def _retry_loop(policy: protocol.RetryPolicy, safe_to_repeat: bool) -> tenacity.
     # One loop per policy, shared by every wait, each call bringing its deadline and warning: a poll
     # in flight then holds 4 objects of tenacity's, not the 40 of a loop built per call (which
     # outlived young collections and fed the triggerer's full ones).
+    # Safe to share: a call's state is its own RetryCallState, and no callback here ever awaits.
     def warn(state: tenacity.RetryCallState) -> None:
         if state.kwargs["warn"] is not None and state.outcome is not None:
             state.kwargs["warn"](state.outcome.exception() or Exception(), state.upcoming_sleep)
